@@ -1,0 +1,1 @@
+"""Battery simulator: serves simulated BMSes on ptys and TCP."""

@@ -1,0 +1,1 @@
+"""Pylontech LV RS485 reader service."""

@@ -1,0 +1,1 @@
+"""bmslink shared package: schema, topics, MQTT runtime, configuration and protocol codecs."""

@@ -1,0 +1,1 @@
+"""Pure protocol codecs: frame building/parsing and field tables. No I/O here."""
