@@ -1,0 +1,116 @@
+"""The serial link to an RS485 bus: a local port or a pyserial URL (``socket://``, ``rfc2217://``).
+
+All I/O of the reader lives here. :meth:`SerialTransport.exchange` sends one request and reads
+one frame (``~`` .. CR) against an overall deadline, following
+../shared/protocols/pylontech-rs485.md §10.1: flush RX before sending, read to CR (never
+``readline``), parse from the last ``~`` before the CR, skip an echo of the request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import IO
+
+import serial
+
+log = logging.getLogger(__name__)
+
+
+class LinkError(Exception):
+    """The port cannot be opened or failed (USB unplugged, bridge down)."""
+
+
+class CaptureWriter:
+    """Writes every request (``tx``) and response (``rx``) as JSON lines:
+    ``{"ts": unix_seconds, "dir": "tx"|"rx", "frame": "~...\\r"}`` (the simulator replays it)."""
+
+    def __init__(self, path: str) -> None:
+        self._fh: IO[str] = open(path, "a", encoding="ascii", buffering=1)  # noqa: SIM115
+
+    def write(self, direction: str, frame: bytes) -> None:
+        """Append one frame, stamped with the current Unix time (s)."""
+        record = {"ts": time.time(), "dir": direction, "frame": frame.decode("latin-1")}
+        self._fh.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+
+class SerialTransport:
+    """One half-duplex serial link, opened lazily and reopened after a failure.
+
+    ``url`` is a device path or pyserial URL, ``baudrate`` in Bd (ignored by TCP bridges).
+    """
+
+    def __init__(self, url: str, baudrate: int, capture: CaptureWriter | None = None) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self.capture = capture
+        self.noise_bytes = 0
+        self._port: serial.SerialBase | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the port is open now."""
+        return self._port is not None
+
+    def open(self) -> None:
+        """Open the port; raises :class:`LinkError`."""
+        if self._port is not None:
+            return
+        try:
+            self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise LinkError(f"cannot open {self.url}: {exc}") from exc
+        log.info("opened %s at %d Bd", self.url, self.baudrate)
+
+    def close(self) -> None:
+        """Close the port (no error if it is already gone)."""
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError):
+                pass
+
+    def exchange(self, request: bytes, timeout: float) -> bytes | None:
+        """Send ``request`` and return the first frame that is not its echo, or None when
+        nothing complete arrived within ``timeout`` s. Raises :class:`LinkError` if the port
+        fails (it is then closed; the next call reopens it)."""
+        self.open()
+        port = self._port
+        assert port is not None
+        try:
+            port.reset_input_buffer()
+            port.write(request)
+            if self.capture:
+                self.capture.write("tx", request)
+            deadline = time.monotonic() + timeout
+            buffer = bytearray()
+            while True:
+                cr = buffer.find(b"\r")
+                while cr >= 0:
+                    raw = bytes(buffer[: cr + 1])
+                    del buffer[: cr + 1]
+                    start = raw.rfind(b"~")
+                    self.noise_bytes += start if start > 0 else (len(raw) if start < 0 else 0)
+                    if start >= 0:
+                        frame = raw[start:]
+                        if self.capture:
+                            self.capture.write("rx", frame)
+                        if frame != request:
+                            return frame
+                    cr = buffer.find(b"\r")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                port.timeout = min(remaining, 0.05)
+                chunk = port.read(max(1, port.in_waiting))
+                if chunk:
+                    buffer += chunk
+        except (serial.SerialException, OSError) as exc:
+            self.close()
+            raise LinkError(f"{self.url}: {exc}") from exc

@@ -1,0 +1,237 @@
+"""Site configuration: one TOML file plus ``BMSLINK_*`` environment overrides, into typed structs.
+
+The site file (``--config`` or ``BMSLINK_CONFIG``) holds shared sections (``[mqtt]``,
+``[storage]``, ``[log]``) and one section per service kind, keyed by instance name, e.g.
+``[pylontech_rs485.rack1]``. A service reads the shared sections and its own instance table;
+unknown keys anywhere it reads are errors, and so are unknown top-level sections (a typo such as
+``[mqqt]`` must not be ignored). The known top-level section names are :data:`SECTIONS`.
+
+Environment overrides (strings, converted to the field's type):
+
+- ``BMSLINK_MQTT_HOST``, ``BMSLINK_MQTT_PORT``, ``BMSLINK_MQTT_USERNAME``,
+  ``BMSLINK_MQTT_PASSWORD``, ``BMSLINK_MQTT_KEEPALIVE``, ``BMSLINK_MQTT_TLS`` → ``[mqtt]``;
+- ``BMSLINK_STATE_DIR`` → ``[storage] state_dir``; ``BMSLINK_LOG_LEVEL`` → ``[log] level``;
+- ``BMSLINK_<KEY>`` → key ``<key>`` of the service's instance table (e.g. ``BMSLINK_PORT``),
+  lists as JSON (``[2,3]``) or comma-separated (``2,3``).
+
+Any error exits with status 2 and a message naming the key (and the variable, for overrides).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
+
+import msgspec
+
+SECTIONS: Final = frozenset(
+    {
+        "mqtt",
+        "storage",
+        "log",
+        "pylontech_rs485",
+        "pace_modbus",
+        "daly",
+        "can_reader",
+        "banks",
+        "inverters",
+        "hass",
+        "simulator",
+    }
+)
+"""Top-level section names of the site file (a registry by name; each service reads its own)."""
+
+EXIT_CONFIG: Final = 2
+
+
+class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[mqtt]``: the broker. ``keepalive`` in s; ``reconnect_min``/``reconnect_max`` are the
+    reconnect back-off bounds in s."""
+
+    host: str = "localhost"
+    port: int = msgspec.field(default=1883)
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = 30
+    tls: bool = False
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is not in 1..65535 - at `$.port`")
+        if self.keepalive < 5:
+            raise ValueError(f"keepalive {self.keepalive} s is below 5 s - at `$.keepalive`")
+
+
+class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[storage]``: ``state_dir`` holds persisted counters (energy kWh); ``save_interval`` in s."""
+
+    state_dir: str = "/var/lib/bmslink"
+    save_interval: float = 60.0
+
+
+class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[log]``: ``level`` is a Python logging level name."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ConfigError(Exception):
+    """A bad configuration; the message names the key (and the file or variable)."""
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+_SHARED_ENV: Final = {
+    "BMSLINK_MQTT_HOST": ("mqtt", "host"),
+    "BMSLINK_MQTT_PORT": ("mqtt", "port"),
+    "BMSLINK_MQTT_USERNAME": ("mqtt", "username"),
+    "BMSLINK_MQTT_PASSWORD": ("mqtt", "password"),
+    "BMSLINK_MQTT_KEEPALIVE": ("mqtt", "keepalive"),
+    "BMSLINK_MQTT_TLS": ("mqtt", "tls"),
+    "BMSLINK_STATE_DIR": ("storage", "state_dir"),
+    "BMSLINK_LOG_LEVEL": ("log", "level"),
+}
+_RESERVED_ENV: Final = {"BMSLINK_CONFIG", "BMSLINK_INSTANCE"}
+
+
+class Loaded(msgspec.Struct, kw_only=True):
+    """The decoded configuration of one service instance."""
+
+    instance: str
+    mqtt: MqttConfig
+    storage: StorageConfig
+    log: LogConfig
+    section: Any
+    path: str | None
+
+
+def _env_value(raw: str, is_list: bool) -> Any:
+    text = raw.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return raw
+    if is_list:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return raw
+
+
+def _list_fields(struct: type[msgspec.Struct]) -> set[str]:
+    names = set()
+    for f in msgspec.structs.fields(struct):
+        origin = getattr(f.type, "__origin__", None)
+        if origin is list or "list[" in str(f.type):
+            names.add(f.name)
+    return names
+
+
+def _convert(data: Any, struct: type[S], where: str) -> S:
+    try:
+        return msgspec.convert(data, struct, strict=False)
+    except (msgspec.ValidationError, ValueError, TypeError) as exc:
+        msg = str(exc).replace("`$.", f"`{where}.").replace("`$`", f"`{where}`")
+        raise ConfigError(msg) from exc
+
+
+def load(
+    section_name: str,
+    section_type: type[S],
+    *,
+    instance: str | None,
+    path: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None = None,
+) -> Loaded:
+    """Load the shared sections and ``[<section_name>.<instance>]`` as ``section_type``.
+
+    ``instance`` None means the section is a single table ``[<section_name>]``. ``path`` None
+    means no file (defaults plus environment). Raises :class:`ConfigError` naming the key.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"unknown section `{unknown[0]}` in {path} (known: {', '.join(sorted(SECTIONS))})"
+        )
+    origin: dict[tuple[str, str], str] = {}
+    for var, (sect, key) in _SHARED_ENV.items():
+        if var in env:
+            data.setdefault(sect, {})[key] = _env_value(env[var], False)
+            origin[(sect, key)] = var
+
+    raw_section: Any = data.get(section_name, {})
+    where = section_name
+    if instance is not None:
+        if not isinstance(raw_section, dict):
+            raise ConfigError(f"`{section_name}` must be a table of instances")
+        raw_section = raw_section.get(instance, {})
+        where = f"{section_name}.{instance}"
+    if not isinstance(raw_section, dict):
+        raise ConfigError(f"`{where}` must be a table")
+    lists = _list_fields(section_type)
+    shared_vars = set(_SHARED_ENV) | _RESERVED_ENV
+    for var, value in env.items():
+        if var.startswith("BMSLINK_") and var not in shared_vars:
+            key = var.removeprefix("BMSLINK_").lower()
+            if key in {f.name for f in msgspec.structs.fields(section_type)}:
+                raw_section[key] = _env_value(value, key in lists)
+                origin[(where, key)] = var
+
+    def convert(sub: Any, struct: type[S], name: str) -> S:
+        try:
+            return _convert(sub, struct, name)
+        except ConfigError as exc:
+            for (sect, key), var in origin.items():
+                if sect == name and f"`{name}.{key}`" in str(exc):
+                    raise ConfigError(f"{exc} (from environment variable {var})") from exc
+            raise ConfigError(f"{path or 'environment'}: {exc}") from exc
+
+    return Loaded(
+        instance=instance or section_name,
+        mqtt=convert(data.get("mqtt", {}), MqttConfig, "mqtt"),
+        storage=convert(data.get("storage", {}), StorageConfig, "storage"),
+        log=convert(data.get("log", {}), LogConfig, "log"),
+        section=convert(raw_section, section_type, where),
+        path=str(path) if path is not None else None,
+    )
+
+
+def load_or_exit(
+    section_name: str,
+    section_type: type[S],
+    *,
+    instance: str | None,
+    path: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None = None,
+) -> Loaded:
+    """:func:`load`, but print the error and exit with status 2 (:data:`EXIT_CONFIG`)."""
+    try:
+        return load(section_name, section_type, instance=instance, path=path, env=env)
+    except ConfigError as exc:
+        print(f"bmslink: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from exc
+
+
+def default_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """``BMSLINK_CONFIG`` if set, else ``/config/site.toml`` if it exists, else None."""
+    env = os.environ if env is None else env
+    if env.get("BMSLINK_CONFIG"):
+        return Path(env["BMSLINK_CONFIG"])
+    candidate = Path("/config/site.toml")
+    return candidate if candidate.exists() else None

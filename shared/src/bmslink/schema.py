@@ -1,0 +1,308 @@
+"""The message schema (v1): every payload on the bus, as msgspec Structs.
+
+Units are fixed here, once, for every service and consumer:
+
+========  ======================================================
+quantity  unit
+========  ======================================================
+voltage   V
+current   A — **positive when the battery is charging**
+power     W — positive when charging (``voltage × current``)
+temp.     °C
+SoC/SoH   % (0..100)
+capacity  Ah
+energy    kWh (monotonic counters)
+time      seconds; ``ts`` is Unix time in seconds (float)
+========  ======================================================
+
+Limits (CVL/DVL/CCL/DCL) are positive magnitudes. Unknown values are ``null`` (``None``), never
+0 or -1. Cells are numbered from 1 wherever an index is shown.
+
+Bus messages accept unknown fields (old consumers keep working when fields are added); commands
+(:class:`LimitsOverride`) reject them, because a mistyped field in a command must not be silently
+dropped. Non-finite floats (NaN, ±inf) are refused both when a message is built and when it is
+decoded (msgspec would otherwise encode NaN as ``null``).
+
+Each field carries its metadata in ``msgspec.Meta``: ``description`` and ``extra`` with ``unit``,
+``device_class`` and ``state_class`` (Home Assistant's vocabulary), which the discovery service
+reads instead of keeping a second list. Source: ../shared/DESIGN.md "Message schema (v1)".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta
+
+SCHEMA_VERSION: Final = 1
+
+ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,47}$"
+"""Device ids (battery or bank): a slug unique per site (DESIGN.md "Topics")."""
+
+DeviceId = Annotated[str, Meta(pattern=ID_PATTERN, description="device id (slug)")]
+
+
+def _m(
+    description: str,
+    unit: str | None = None,
+    device_class: str | None = None,
+    state_class: str | None = "measurement",
+    **constraints: float,
+) -> Meta:
+    extra: dict[str, Any] = {}
+    if unit is not None:
+        extra["unit"] = unit
+    if device_class is not None:
+        extra["device_class"] = device_class
+    if state_class is not None:
+        extra["state_class"] = state_class
+    return Meta(description=description, extra=extra, **constraints)  # type: ignore[arg-type]
+
+
+# Scalar field types with units and ranges. Ranges are wide enough for any LV/HV home battery
+# and narrow enough to catch a wrong scale factor (mV sent as V, 0.1 K sent as °C).
+Timestamp = Annotated[float, Meta(ge=0, description="Unix time of the reading, s")]
+Voltage = Annotated[float, _m("voltage", "V", "voltage", ge=0, le=1000)]
+CellVoltage = Annotated[float, _m("cell voltage", "V", "voltage", ge=0, le=10)]
+CellDelta = Annotated[float, _m("max − min cell voltage", "V", "voltage", ge=0, le=10)]
+Current = Annotated[float, _m("current, + = charging", "A", "current", ge=-10000, le=10000)]
+Power = Annotated[float, _m("power, + = charging", "W", "power", ge=-1e7, le=1e7)]
+Percent = Annotated[float, _m("percentage", "%", None, ge=0, le=100)]
+Soc = Annotated[float, _m("state of charge", "%", "battery", ge=0, le=100)]
+Capacity = Annotated[float, _m("capacity", "Ah", None, ge=0, le=100000)]
+Temperature = Annotated[float, _m("temperature", "°C", "temperature", ge=-100, le=250)]
+Cycles = Annotated[int, _m("charge cycles", None, None, "total_increasing", ge=0)]
+CellIndex = Annotated[int, Meta(ge=1, le=1024, description="cell number, from 1")]
+Energy = Annotated[float, _m("energy counter", "kWh", "energy", "total_increasing", ge=0)]
+VoltageLimit = Annotated[float, _m("voltage limit", "V", "voltage", ge=0, le=1000)]
+CurrentLimit = Annotated[float, _m("current limit (magnitude)", "A", "current", ge=0, le=10000)]
+AlarmCode = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}(@[a-z0-9_-]{1,48})?$")]
+
+Availability = Literal["online", "offline"]
+LimitsSource = Literal["bms", "override", "taper", "config", "failsafe"]
+
+
+class _Message(msgspec.Struct, kw_only=True, omit_defaults=False):
+    """Base of bus messages: refuses non-finite floats on construction and on decode."""
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, float):
+                if not math.isfinite(value):
+                    raise ValueError(f"non-finite float in `{name}`: {value!r}")
+            elif isinstance(value, list) and value and isinstance(value[0], float):
+                for i, item in enumerate(value):
+                    if isinstance(item, float) and not math.isfinite(item):
+                        raise ValueError(f"non-finite float in `{name}[{i}]`: {item!r}")
+
+
+class _CommonState(_Message, kw_only=True):
+    """Fields shared by a battery's state and a bank's state (same names, same units)."""
+
+    id: DeviceId
+    ts: Timestamp
+    voltage: Voltage | None = None
+    current: Current | None = None
+    power: Power | None = None
+    soc: Soc | None = None
+    soh: Annotated[float, _m("state of health", "%", None, ge=0, le=100)] | None = None
+    remaining_capacity: Capacity | None = None
+    full_capacity: Capacity | None = None
+    design_capacity: Capacity | None = None
+    cycles: Cycles | None = None
+    cell_min: CellVoltage | None = None
+    cell_max: CellVoltage | None = None
+    cell_avg: CellVoltage | None = None
+    cell_delta: CellDelta | None = None
+    temperature_min: Temperature | None = None
+    temperature_max: Temperature | None = None
+    charge_enabled: bool | None = None
+    discharge_enabled: bool | None = None
+    charge_voltage_limit: VoltageLimit | None = None
+    discharge_voltage_limit: VoltageLimit | None = None
+    charge_current_limit: CurrentLimit | None = None
+    discharge_current_limit: CurrentLimit | None = None
+    alarms: list[AlarmCode] = msgspec.field(default_factory=list)
+    warnings: list[AlarmCode] = msgspec.field(default_factory=list)
+    energy_charged: Energy | None = None
+    energy_discharged: Energy | None = None
+
+
+class BatteryState(_CommonState, tag_field="kind", tag="battery", kw_only=True):
+    """One battery (pack) as read from its BMS; payload of ``bms/<id>/state`` (retained).
+
+    Readers fill what their BMS reports and leave the rest ``None``; :func:`bmslink.derived.complete`
+    adds ``power``, the cell summary (``cell_min``/``cell_max``/``cell_avg``/``cell_delta`` with
+    1-based ``cell_min_index``/``cell_max_index``), ``temperature_min``/``temperature_max`` and the
+    energy counters, so every reader computes them the same way.
+
+    ``temperatures`` are the cell/pack sensors in the BMS's order; ``raw_status`` keeps the BMS's
+    raw status/alarm bitfields (name → integer) for diagnosis next to the stable ``alarms`` and
+    ``warnings`` codes (snake_case, e.g. ``cell_overvoltage``).
+    """
+
+    cell_voltages: list[CellVoltage] = msgspec.field(default_factory=list)
+    cell_min_index: CellIndex | None = None
+    cell_max_index: CellIndex | None = None
+    temperatures: list[Temperature] = msgspec.field(default_factory=list)
+    mosfet_temperature: Temperature | None = None
+    bms_temperature: Temperature | None = None
+    ambient_temperature: Temperature | None = None
+    balancing_cells: list[CellIndex] | None = None
+    raw_status: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class BankState(_CommonState, tag_field="kind", tag="bank", kw_only=True):
+    """A bank of batteries as one virtual BMS; payload of ``bms/<bank>/state`` (retained).
+
+    Sums and weighted means follow DESIGN.md "Bank rules". Cells are summarised, not listed:
+    ``cell_min_member``/``cell_max_member`` name the member holding the lowest/highest cell.
+    ``members`` are the configured ids, ``members_online`` those counted now (online and fresh);
+    ``degraded`` is true while a configured member is missing. ``limits_source`` says where the
+    effective current limits came from and ``override_expires`` (Unix s) when a leased override ends.
+    """
+
+    members: list[DeviceId] = msgspec.field(default_factory=list)
+    members_online: list[DeviceId] = msgspec.field(default_factory=list)
+    degraded: bool = False
+    failsafe: bool = False
+    cell_min_member: DeviceId | None = None
+    cell_max_member: DeviceId | None = None
+    limits_source: LimitsSource = "bms"
+    override_expires: Timestamp | None = None
+
+
+State = BatteryState | BankState
+
+
+class BatteryInfo(_Message, kw_only=True):
+    """Identity of a device; payload of ``bms/<id>/info`` (retained, re-published on reconnect).
+
+    ``kind`` is ``battery`` or ``bank``; ``protocol`` names the codec (e.g. ``pylontech-rs485``);
+    ``transport`` the link (e.g. ``socket://10.0.0.5:8888``); ``address`` the bus address.
+    ``design_capacity`` in Ah. ``service``/``instance`` name the publisher, whose status topic
+    is ``bmslink/<service>/<instance>/status``.
+    """
+
+    id: DeviceId
+    kind: Literal["battery", "bank"] = "battery"
+    name: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    firmware: str | None = None
+    hardware: str | None = None
+    cell_count: Annotated[int, Meta(ge=0, le=1024)] | None = None
+    design_capacity: Capacity | None = None
+    protocol: str | None = None
+    transport: str | None = None
+    address: int | None = None
+    service: str | None = None
+    instance: str | None = None
+    members: list[DeviceId] | None = None
+
+
+class LimitsOverride(_Message, kw_only=True, forbid_unknown_fields=True):
+    """Leased limits command on ``bms/<bank>/set`` (not retained).
+
+    Any of ``charge_current_limit``/``discharge_current_limit`` (A, magnitudes) and
+    ``charge_voltage_limit`` (V); ``ttl`` in s (default 60, at most 3600). An override can only
+    LOWER what the batteries allow and expires by itself. Unknown fields are rejected.
+    """
+
+    charge_current_limit: CurrentLimit | None = None
+    discharge_current_limit: CurrentLimit | None = None
+    charge_voltage_limit: VoltageLimit | None = None
+    ttl: Annotated[float, Meta(gt=0, le=3600, description="lease, s")] = 60.0
+
+
+class SetResult(_Message, kw_only=True):
+    """Answer to a command, on ``bms/<id>/set/result`` (not retained).
+
+    ``ok`` tells whether it was accepted; ``error`` says why not; ``ts`` is Unix seconds.
+    """
+
+    ok: bool
+    ts: Timestamp
+    error: str | None = None
+    expires: Timestamp | None = None
+
+
+# --- encoding / decoding ---------------------------------------------------------------------
+# One encoder and one decoder per type, created once (DESIGN.md "Rules every publisher follows").
+
+_encoder = msgspec.json.Encoder()
+STATE_DECODER: Final = msgspec.json.Decoder(State)
+BATTERY_STATE_DECODER: Final = msgspec.json.Decoder(BatteryState)
+BANK_STATE_DECODER: Final = msgspec.json.Decoder(BankState)
+INFO_DECODER: Final = msgspec.json.Decoder(BatteryInfo)
+OVERRIDE_DECODER: Final = msgspec.json.Decoder(LimitsOverride)
+RESULT_DECODER: Final = msgspec.json.Decoder(SetResult)
+
+
+class MessageError(ValueError):
+    """A payload that is not a valid message of the expected type (bad JSON, type, range)."""
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """Encode a message as compact JSON bytes."""
+    return _encoder.encode(message)
+
+
+def decode(decoder: msgspec.json.Decoder[Any], payload: bytes | str) -> Any:
+    """Decode ``payload`` with one of the module's decoders.
+
+    Raises :class:`MessageError` naming the offending field for malformed JSON, a wrong type,
+    a value out of range or a non-finite float.
+    """
+    try:
+        return decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise MessageError(str(exc)) from exc
+
+
+def validate(message: msgspec.Struct) -> None:
+    """Check a locally built message against its constraints (ranges, patterns).
+
+    Construction only checks finiteness; this re-decodes the encoded form, so it costs one
+    round trip. Raises :class:`MessageError` naming the field.
+    """
+    try:
+        msgspec.json.decode(_encoder.encode(message), type=type(message))
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise MessageError(str(exc)) from exc
+
+
+def field_meta(struct: type[msgspec.Struct]) -> dict[str, dict[str, Any]]:
+    """Metadata per field of a message type: ``{name: {"description", "unit", "device_class",
+    "state_class", "ge", "le", "type"}}`` for the fields that carry a ``Meta``. Used by
+    hass-discovery and the README's schema table, so units live in one place.
+    """
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    result: dict[str, dict[str, Any]] = {}
+    for f in info.fields:
+        t = f.type
+        if isinstance(t, msgspec.inspect.UnionType):
+            non_null = [x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
+            t = non_null[0] if len(non_null) == 1 else t
+        entry: dict[str, Any] = {"type": type(t).__name__.removesuffix("Type").lower()}
+        for attr in ("ge", "le", "gt", "lt"):
+            bound = getattr(t, attr, None)
+            if bound is not None:
+                entry[attr] = bound
+        if isinstance(t, msgspec.inspect.Metadata):
+            entry["type"] = type(t.type).__name__.removesuffix("Type").lower()
+            for attr in ("ge", "le", "gt", "lt"):
+                bound = getattr(t.type, attr, None)
+                if bound is not None:
+                    entry[attr] = bound
+            extra = t.extra or {}
+            entry.update(extra)
+            if t.extra_json_schema and "description" in t.extra_json_schema:
+                entry["description"] = t.extra_json_schema["description"]
+        result[f.name] = entry
+    return result

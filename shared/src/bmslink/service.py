@@ -1,0 +1,126 @@
+"""What every service process shares: command line, logging, signals, the stop event.
+
+A service's ``main`` calls :func:`start_service`, which parses ``--config``/``--instance``,
+loads its configuration (exit status 2 on error), sets up logging, installs SIGTERM/SIGINT
+handlers that set :attr:`ServiceContext.stop`, and starts the MQTT runtime. The service loop
+waits on ``ctx.stop`` and finally calls :meth:`ServiceContext.close`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, TypeVar
+
+import msgspec
+
+from bmslink import config as cfg
+from bmslink.mqtt import MqttRuntime
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+@dataclass
+class ServiceContext:
+    """A running service instance: its configuration, MQTT runtime and stop event."""
+
+    service: str
+    loaded: cfg.Loaded
+    mqtt: MqttRuntime
+    args: argparse.Namespace
+    stop: threading.Event = field(default_factory=threading.Event)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def instance(self) -> str:
+        """The instance name (slug), e.g. ``rack1``."""
+        return self.loaded.instance
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` at :meth:`close`, before the status goes ``offline`` (LIFO)."""
+        self._closers.append(closer)
+
+    def close(self) -> None:
+        """Run the closers, then publish ``offline`` and disconnect."""
+        for closer in reversed(self._closers):
+            try:
+                closer()
+            except Exception:
+                logging.getLogger(self.service).exception("shutdown step failed")
+        self.mqtt.stop()
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr as ``time level logger: message``."""
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (the loop then shuts down cleanly)."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("bmslink").info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with ``--config`` and ``--instance``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="site TOML file (default: $BMSLINK_CONFIG, else /config/site.toml if present)",
+    )
+    parser.add_argument(
+        "--instance",
+        default=os.environ.get("BMSLINK_INSTANCE"),
+        help="instance name: the table [<section>.<instance>] of the site file "
+        "(default: $BMSLINK_INSTANCE)",
+    )
+    return parser
+
+
+def start_service(
+    service: str,
+    section_name: str,
+    section_type: type[S],
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+    *,
+    instanced: bool = True,
+) -> ServiceContext:
+    """Parse arguments, load configuration (exit 2 on error), set up logging and signals, and
+    start the MQTT runtime (connecting in the background)."""
+    args = parser.parse_args(argv)
+    if instanced and not args.instance:
+        parser.error("--instance (or BMSLINK_INSTANCE) is required")
+    path = args.config if args.config else cfg.default_path()
+    loaded = cfg.load_or_exit(
+        section_name, section_type, instance=args.instance if instanced else None, path=path
+    )
+    setup_logging(loaded.log.level)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    runtime = MqttRuntime(loaded.mqtt, service, loaded.instance)
+    runtime.start()
+    return ServiceContext(service=service, loaded=loaded, mqtt=runtime, args=args, stop=stop)
+
+
+def section(ctx: ServiceContext) -> Any:
+    """The service's own configuration section (typed by the service)."""
+    return ctx.loaded.section
