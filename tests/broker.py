@@ -27,7 +27,9 @@ def mosquitto_binary() -> str:
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None
     )
     if found is None:
-        raise RuntimeError("mosquitto is not installed: run `.ci/run` or `apt-get install mosquitto`")
+        raise RuntimeError(
+            "mosquitto is not installed: run `.ci/run` or `apt-get install mosquitto`"
+        )
     return found
 
 
@@ -79,10 +81,17 @@ class Broker:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.1):
+                with (
+                    contextlib.suppress(OSError),
+                    socket.create_connection(("127.0.0.1", self.port), 0.1),
+                ):
                     return
                 time.sleep(0.005)
-            err = self.proc.stderr.read().decode() if self.proc.stderr and self.proc.poll() is not None else ""
+            err = (
+                self.proc.stderr.read().decode()
+                if self.proc.stderr and self.proc.poll() is not None
+                else ""
+            )
             self.stop()
             if "Address already in use" not in err:
                 raise RuntimeError(f"mosquitto did not start: {err}")
@@ -150,7 +159,9 @@ class Recorder:
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         with self._cond:
-            self.messages.append(Received(msg.topic, msg.payload, bool(msg.retain), time.monotonic()))
+            self.messages.append(
+                Received(msg.topic, msg.payload, bool(msg.retain), time.monotonic())
+            )
             self._cond.notify_all()
 
     def start(self) -> Recorder:
@@ -169,7 +180,8 @@ class Recorder:
     def wait_for(
         self, predicate: Callable[[Received], bool], timeout: float = 10.0, after: int = 0
     ) -> Received:
-        """The first message (from index ``after``) satisfying ``predicate``; AssertionError on timeout."""
+        """The first message from index ``after`` satisfying ``predicate`` (AssertionError on
+        timeout)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -179,10 +191,14 @@ class Recorder:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     seen = sorted({m.topic for m in self.messages})
-                    raise AssertionError(f"no matching message within {timeout} s; topics seen: {seen}")
+                    raise AssertionError(
+                        f"no matching message within {timeout} s; topics seen: {seen}"
+                    )
                 self._cond.wait(remaining)
 
-    def wait_topic(self, topic: str, payload: bytes | None = None, timeout: float = 10.0, after: int = 0) -> Received:
+    def wait_topic(
+        self, topic: str, payload: bytes | None = None, timeout: float = 10.0, after: int = 0
+    ) -> Received:
         """The first message on ``topic`` (with ``payload`` if given)."""
         return self.wait_for(
             lambda m: m.topic == topic and (payload is None or m.payload == payload), timeout, after

@@ -9,7 +9,6 @@ from typing import Literal
 
 import msgspec
 import pytest
-
 from bmslink import config
 
 
@@ -29,7 +28,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_file_and_environment_override(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        '[mqtt]\nhost = "broker"\nport = 1884\n[pylontech_rs485.rack1]\nport = "/dev/ttyUSB0"\ntimeout = 0.5\n',
+        '[mqtt]\nhost = "broker"\nport = 1884\n'
+        '[pylontech_rs485.rack1]\nport = "/dev/ttyUSB0"\ntimeout = 0.5\n',
     )
     env = {
         "BMSLINK_MQTT_HOST": "10.1.2.3",
@@ -49,7 +49,9 @@ def test_file_and_environment_override(tmp_path: Path) -> None:
 
 
 def test_defaults_without_a_file() -> None:
-    loaded = config.load("pylontech_rs485", Section, instance="x", path=None, env={"BMSLINK_PORT": "socket://h:1"})
+    loaded = config.load(
+        "pylontech_rs485", Section, instance="x", path=None, env={"BMSLINK_PORT": "socket://h:1"}
+    )
     assert loaded.mqtt.host == "localhost" and loaded.mqtt.port == 1883
     assert loaded.section.port == "socket://h:1"
 
@@ -61,7 +63,7 @@ def test_defaults_without_a_file() -> None:
         ('[mqqt]\nhost = "x"\n', {}, "mqqt"),
         ('[pylontech_rs485.r]\nport="p"\ntimout=1\n', {}, "timout"),
         ('[pylontech_rs485.r]\nport="p"\nmode="c"\n', {}, "pylontech_rs485.r.mode"),
-        ('[pylontech_rs485.r]\n', {}, "port"),
+        ("[pylontech_rs485.r]\n", {}, "port"),
         ('[mqtt]\nport = 70000\n[pylontech_rs485.r]\nport="p"\n', {}, "port"),
         ('[pylontech_rs485.r]\nport="p"\n', {"BMSLINK_MQTT_PORT": "abc"}, "BMSLINK_MQTT_PORT"),
         ('[pylontech_rs485.r]\nport="p"\n', {"BMSLINK_TIMEOUT": "soon"}, "BMSLINK_TIMEOUT"),

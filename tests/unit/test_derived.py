@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from bmslink.derived import EnergyCounter, EnergyStore, cell_summary, complete
 from bmslink.schema import BatteryState
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def test_cell_summary_with_one_based_indices() -> None:
@@ -25,11 +24,23 @@ def test_cell_summary_with_one_based_indices() -> None:
 def test_complete_fills_power_cells_temperatures_and_energy() -> None:
     counter = EnergyCounter(max_gap=7200)
     first = complete(
-        BatteryState(id="p", ts=1000.0, voltage=50.0, current=10.0, cell_voltages=[3.3, 3.4], temperatures=[20.0, 25.0]),
+        BatteryState(
+            id="p",
+            ts=1000.0,
+            voltage=50.0,
+            current=10.0,
+            cell_voltages=[3.3, 3.4],
+            temperatures=[20.0, 25.0],
+        ),
         counter,
     )
     assert first.power == 500.0
-    assert (first.cell_min, first.cell_max, first.cell_min_index, first.cell_max_index) == (3.3, 3.4, 1, 2)
+    assert (first.cell_min, first.cell_max, first.cell_min_index, first.cell_max_index) == (
+        3.3,
+        3.4,
+        1,
+        2,
+    )
     assert (first.temperature_min, first.temperature_max) == (20.0, 25.0)
     assert first.energy_charged == 0.0
     second = complete(BatteryState(id="p", ts=1000.0 + 3600, voltage=50.0, current=10.0), counter)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from bmslink import schema
 from bmslink.schema import BankState, BatteryInfo, BatteryState, LimitsOverride, SetResult
+from hypothesis import given
+from hypothesis import strategies as st
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
@@ -138,7 +137,9 @@ def test_out_of_range_or_wrong_type_is_refused_naming_the_field(payload: bytes, 
     assert field in str(err.value)
 
 
-@pytest.mark.parametrize("payload", [b'{"ttl": 0}', b'{"ttl": 3601}', b'{"charge_current_limit": -1}'])
+@pytest.mark.parametrize(
+    "payload", [b'{"ttl": 0}', b'{"ttl": 3601}', b'{"charge_current_limit": -1}']
+)
 def test_override_bounds(payload: bytes) -> None:
     with pytest.raises(schema.MessageError):
         schema.decode(schema.OVERRIDE_DECODER, payload)
@@ -159,7 +160,10 @@ def test_non_finite_floats_refused_when_built(bad: float) -> None:
 def test_non_finite_json_literals_refused_when_decoded() -> None:
     for literal in (b"NaN", b"Infinity", b"1e999"):
         with pytest.raises(schema.MessageError):
-            schema.decode(schema.STATE_DECODER, b'{"kind":"battery","id":"x","ts":1,"voltage":' + literal + b"}")
+            schema.decode(
+                schema.STATE_DECODER,
+                b'{"kind":"battery","id":"x","ts":1,"voltage":' + literal + b"}",
+            )
 
 
 def test_field_metadata_gives_units_once() -> None:
@@ -188,7 +192,19 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
     alarms=st.lists(st.from_regex(r"\A[a-z][a-z0-9_]{0,20}\Z"), max_size=4),
 )
 def test_battery_state_round_trip_property(
-    voltage: float | None, current: float | None, soc: float | None, cells: list[float], alarms: list[str]
+    voltage: float | None,
+    current: float | None,
+    soc: float | None,
+    cells: list[float],
+    alarms: list[str],
 ) -> None:
-    state = BatteryState(id="p1", ts=1.0, voltage=voltage, current=current, soc=soc, cell_voltages=cells, alarms=alarms)
+    state = BatteryState(
+        id="p1",
+        ts=1.0,
+        voltage=voltage,
+        current=current,
+        soc=soc,
+        cell_voltages=cells,
+        alarms=alarms,
+    )
     assert schema.decode(schema.STATE_DECODER, schema.encode(state)) == state

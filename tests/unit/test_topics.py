@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from bmslink import topics
 
 
@@ -32,7 +31,11 @@ def test_subscription_wildcards() -> None:
 
 def test_retain_flags_follow_the_design() -> None:
     retained = {t.pattern: t.retained for t in topics.TOPICS}
-    assert retained["bms/{id}/state"] and retained["bms/{id}/info"] and retained["bms/{id}/availability"]
+    assert (
+        retained["bms/{id}/state"]
+        and retained["bms/{id}/info"]
+        and retained["bms/{id}/availability"]
+    )
     assert not retained["bms/{id}/set"]
     assert retained["bmslink/{service}/{instance}/status"]
 
@@ -40,3 +43,11 @@ def test_retain_flags_follow_the_design() -> None:
 def test_readme_shows_the_registry_table() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert topics.markdown_table() in readme
+
+
+def test_readme_shows_the_generated_schema_tables() -> None:
+    from bmslink import schema
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for struct in (schema.BatteryState, schema.BankState, schema.BatteryInfo, schema.LimitsOverride):
+        assert schema.markdown_fields(struct) in readme, struct.__name__

@@ -70,7 +70,8 @@ class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """``[storage]``: ``state_dir`` holds persisted counters (energy kWh); ``save_interval`` in s."""
+    """``[storage]``: ``state_dir`` holds persisted counters (energy, kWh); ``save_interval``
+    in s."""
 
     state_dir: str = "/var/lib/bmslink"
     save_interval: float = 60.0
@@ -87,6 +88,7 @@ class ConfigError(Exception):
 
 
 S = TypeVar("S", bound=msgspec.Struct)
+T = TypeVar("T", bound=msgspec.Struct)
 
 _SHARED_ENV: Final = {
     "BMSLINK_MQTT_HOST": ("mqtt", "host"),
@@ -193,7 +195,7 @@ def load(
                 raw_section[key] = _env_value(value, key in lists)
                 origin[(where, key)] = var
 
-    def convert(sub: Any, struct: type[S], name: str) -> S:
+    def convert(sub: Any, struct: type[T], name: str) -> T:
         try:
             return _convert(sub, struct, name)
         except ConfigError as exc:

@@ -164,7 +164,10 @@ class EnergyStore:
     def save(self) -> None:
         """Write every counter now (atomically). Errors are logged, not raised."""
         with self._lock:
-            data = {k: {"charged": c.charged, "discharged": c.discharged} for k, c in self._counters.items()}
+            data = {
+                k: {"charged": c.charged, "discharged": c.discharged}
+                for k, c in self._counters.items()
+            }
             for k, saved in self._loaded.items():
                 data.setdefault(k, {"charged": saved.charged, "discharged": saved.discharged})
             self._last_save = time.monotonic()

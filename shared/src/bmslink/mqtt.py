@@ -73,7 +73,8 @@ class MqttRuntime:
             self._client.tls_set()
         self._client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
         self._client.reconnect_delay_set(
-            min_delay=max(1, round(config.reconnect_min)), max_delay=max(1, round(config.reconnect_max))
+            min_delay=max(1, round(config.reconnect_min)),
+            max_delay=max(1, round(config.reconnect_max)),
         )
         self._client.max_queued_messages_set(10000)
         self._client.on_connect = self._handle_connect
@@ -100,7 +101,9 @@ class MqttRuntime:
         if self.connected.is_set():
             info = self._client.publish(self.status_topic, OFFLINE, qos=1, retain=True)
             deadline = time.monotonic() + timeout
-            while not info.is_published() and time.monotonic() < deadline and self.connected.is_set():
+            while (
+                not info.is_published() and time.monotonic() < deadline and self.connected.is_set()
+            ):
                 time.sleep(0.005)
         self._client.disconnect()
         self._client.loop_stop()
@@ -151,7 +154,7 @@ class MqttRuntime:
     def _wrap(self, handler: Handler) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
         def call(_client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
             try:
-                handler(message.topic, message.payload)
+                handler(message.topic, bytes(message.payload))
             except Exception:
                 self.handler_errors += 1
                 log.exception("handler for %s failed", message.topic)
@@ -165,7 +168,12 @@ class MqttRuntime:
         self, client: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         if reason.is_failure:
-            log.error("broker %s:%s refused the connection: %s", self.config.host, self.config.port, reason)
+            log.error(
+                "broker %s:%s refused the connection: %s",
+                self.config.host,
+                self.config.port,
+                reason,
+            )
             return
         self.connect_count += 1
         log.info("connected to %s:%s", self.config.host, self.config.port)

@@ -58,7 +58,8 @@ def _m(
         extra["device_class"] = device_class
     if state_class is not None:
         extra["state_class"] = state_class
-    return Meta(description=description, extra=extra, **constraints)  # type: ignore[arg-type]
+    meta: Meta = Meta(description=description, extra=extra, **constraints)  # type: ignore[call-overload]
+    return meta
 
 
 # Scalar field types with units and ranges. Ranges are wide enough for any LV/HV home battery
@@ -81,6 +82,14 @@ CurrentLimit = Annotated[float, _m("current limit (magnitude)", "A", "current", 
 AlarmCode = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}(@[a-z0-9_-]{1,48})?$")]
 
 Availability = Literal["online", "offline"]
+
+
+def D(text: str) -> Meta:  # noqa: N802 - reads as a type annotation
+    """``Annotated[T, D("text")]``: the field's meaning, added to the unit and range ``T``
+    already carries."""
+    return Meta(description=text)
+
+
 LimitsSource = Literal["bms", "override", "taper", "config", "failsafe"]
 
 
@@ -104,37 +113,50 @@ class _CommonState(_Message, kw_only=True):
 
     id: DeviceId
     ts: Timestamp
-    voltage: Voltage | None = None
-    current: Current | None = None
-    power: Power | None = None
-    soc: Soc | None = None
-    soh: Annotated[float, _m("state of health", "%", None, ge=0, le=100)] | None = None
-    remaining_capacity: Capacity | None = None
-    full_capacity: Capacity | None = None
-    design_capacity: Capacity | None = None
-    cycles: Cycles | None = None
-    cell_min: CellVoltage | None = None
-    cell_max: CellVoltage | None = None
-    cell_avg: CellVoltage | None = None
-    cell_delta: CellDelta | None = None
-    temperature_min: Temperature | None = None
-    temperature_max: Temperature | None = None
-    charge_enabled: bool | None = None
-    discharge_enabled: bool | None = None
-    charge_voltage_limit: VoltageLimit | None = None
-    discharge_voltage_limit: VoltageLimit | None = None
-    charge_current_limit: CurrentLimit | None = None
-    discharge_current_limit: CurrentLimit | None = None
-    alarms: list[AlarmCode] = msgspec.field(default_factory=list)
-    warnings: list[AlarmCode] = msgspec.field(default_factory=list)
-    energy_charged: Energy | None = None
-    energy_discharged: Energy | None = None
+    voltage: Annotated[Voltage, D("pack (or bank) voltage")] | None = None
+    current: Annotated[Current, D("current, + = charging")] | None = None
+    power: Annotated[Power, D("power = voltage × current, + = charging")] | None = None
+    soc: Annotated[Soc, D("state of charge")] | None = None
+    soh: Annotated[Percent, D("state of health")] | None = None
+    remaining_capacity: Annotated[Capacity, D("charge remaining")] | None = None
+    full_capacity: Annotated[Capacity, D("charge when full (BMS estimate)")] | None = None
+    design_capacity: Annotated[Capacity, D("nominal capacity")] | None = None
+    cycles: Annotated[Cycles, D("charge/discharge cycles")] | None = None
+    cell_min: Annotated[CellVoltage, D("lowest cell voltage")] | None = None
+    cell_max: Annotated[CellVoltage, D("highest cell voltage")] | None = None
+    cell_avg: Annotated[CellVoltage, D("mean cell voltage")] | None = None
+    cell_delta: Annotated[CellDelta, D("highest − lowest cell voltage")] | None = None
+    temperature_min: Annotated[Temperature, D("lowest temperature sensor")] | None = None
+    temperature_max: Annotated[Temperature, D("highest temperature sensor")] | None = None
+    charge_enabled: Annotated[bool, D("charging allowed (MOSFET or allow flag)")] | None = None
+    discharge_enabled: Annotated[bool, D("discharging allowed (MOSFET or allow flag)")] | None = (
+        None
+    )
+    charge_voltage_limit: Annotated[VoltageLimit, D("CVL: charge voltage limit")] | None = None
+    discharge_voltage_limit: Annotated[VoltageLimit, D("DVL: discharge voltage limit")] | None = (
+        None
+    )
+    charge_current_limit: Annotated[CurrentLimit, D("CCL: charge current limit")] | None = None
+    discharge_current_limit: Annotated[CurrentLimit, D("DCL: discharge current limit")] | None = (
+        None
+    )
+    alarms: Annotated[list[AlarmCode], D("active alarms (stable snake_case codes)")] = (
+        msgspec.field(default_factory=list)
+    )
+    warnings: Annotated[list[AlarmCode], D("active warnings (stable snake_case codes)")] = (
+        msgspec.field(default_factory=list)
+    )
+    energy_charged: Annotated[Energy, D("energy charged, integrated from power")] | None = None
+    energy_discharged: Annotated[Energy, D("energy discharged, integrated from power")] | None = (
+        None
+    )
 
 
 class BatteryState(_CommonState, tag_field="kind", tag="battery", kw_only=True):
     """One battery (pack) as read from its BMS; payload of ``bms/<id>/state`` (retained).
 
-    Readers fill what their BMS reports and leave the rest ``None``; :func:`bmslink.derived.complete`
+    Readers fill what their BMS reports and leave the rest ``None``;
+    :func:`bmslink.derived.complete`
     adds ``power``, the cell summary (``cell_min``/``cell_max``/``cell_avg``/``cell_delta`` with
     1-based ``cell_min_index``/``cell_max_index``), ``temperature_min``/``temperature_max`` and the
     energy counters, so every reader computes them the same way.
@@ -144,15 +166,23 @@ class BatteryState(_CommonState, tag_field="kind", tag="battery", kw_only=True):
     ``warnings`` codes (snake_case, e.g. ``cell_overvoltage``).
     """
 
-    cell_voltages: list[CellVoltage] = msgspec.field(default_factory=list)
-    cell_min_index: CellIndex | None = None
-    cell_max_index: CellIndex | None = None
-    temperatures: list[Temperature] = msgspec.field(default_factory=list)
-    mosfet_temperature: Temperature | None = None
-    bms_temperature: Temperature | None = None
-    ambient_temperature: Temperature | None = None
-    balancing_cells: list[CellIndex] | None = None
-    raw_status: dict[str, int] = msgspec.field(default_factory=dict)
+    cell_voltages: Annotated[list[CellVoltage], D("cell voltages, cell 1 first")] = msgspec.field(
+        default_factory=list
+    )
+    cell_min_index: Annotated[CellIndex, D("number of the lowest cell")] | None = None
+    cell_max_index: Annotated[CellIndex, D("number of the highest cell")] | None = None
+    temperatures: Annotated[list[Temperature], D("cell/pack sensors, BMS order")] = msgspec.field(
+        default_factory=list
+    )
+    mosfet_temperature: Annotated[Temperature, D("MOSFET temperature")] | None = None
+    bms_temperature: Annotated[Temperature, D("BMS board temperature")] | None = None
+    ambient_temperature: Annotated[Temperature, D("ambient temperature")] | None = None
+    balancing_cells: (
+        Annotated[list[CellIndex], D("cells being balanced; null if not reported")] | None
+    ) = None
+    raw_status: Annotated[dict[str, int], D("raw status/alarm bitfields, for diagnosis")] = (
+        msgspec.field(default_factory=dict)
+    )
 
 
 class BankState(_CommonState, tag_field="kind", tag="bank", kw_only=True):
@@ -162,7 +192,8 @@ class BankState(_CommonState, tag_field="kind", tag="bank", kw_only=True):
     ``cell_min_member``/``cell_max_member`` name the member holding the lowest/highest cell.
     ``members`` are the configured ids, ``members_online`` those counted now (online and fresh);
     ``degraded`` is true while a configured member is missing. ``limits_source`` says where the
-    effective current limits came from and ``override_expires`` (Unix s) when a leased override ends.
+    effective current limits came from and ``override_expires`` (Unix s) when a leased override
+    ends.
     """
 
     members: list[DeviceId] = msgspec.field(default_factory=list)
@@ -295,7 +326,19 @@ def field_meta(struct: type[msgspec.Struct]) -> dict[str, dict[str, Any]]:
             if bound is not None:
                 entry[attr] = bound
         if isinstance(t, msgspec.inspect.Metadata):
-            entry["type"] = type(t.type).__name__.removesuffix("Type").lower()
+            inner = t.type
+            if isinstance(inner, msgspec.inspect.ListType) and isinstance(
+                inner.item_type, msgspec.inspect.Metadata
+            ):
+                item = inner.item_type
+                entry.update(item.extra or {})
+                for attr in ("ge", "le"):
+                    bound = getattr(item.type, attr, None)
+                    if bound is not None:
+                        entry[attr] = bound
+                entry["type"] = "list"
+            else:
+                entry["type"] = type(t.type).__name__.removesuffix("Type").lower()
             for attr in ("ge", "le", "gt", "lt"):
                 bound = getattr(t.type, attr, None)
                 if bound is not None:
@@ -306,3 +349,16 @@ def field_meta(struct: type[msgspec.Struct]) -> dict[str, dict[str, Any]]:
                 entry["description"] = t.extra_json_schema["description"]
         result[f.name] = entry
     return result
+
+
+def markdown_fields(struct: type[msgspec.Struct]) -> str:
+    """A Markdown table of ``struct``'s fields with unit, range and description (README)."""
+    lines = ["| field | unit | range | meaning |", "|---|---|---|---|"]
+    for name, meta in field_meta(struct).items():
+        bounds = ""
+        if "ge" in meta or "le" in meta:
+            bounds = f"{meta.get('ge', '')}..{meta.get('le', '')}"
+        lines.append(
+            f"| `{name}` | {meta.get('unit', '')} | {bounds} | {meta.get('description', '')} |"
+        )
+    return "\n".join(lines)

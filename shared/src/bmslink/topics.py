@@ -57,31 +57,59 @@ class Topic:
 
 
 STATE: Final = Topic(
-    "bms/{id}/state", "BatteryState | BankState", True, 1, "readers, bank-aggregator",
+    "bms/{id}/state",
+    "BatteryState | BankState",
+    True,
+    1,
+    "readers, bank-aggregator",
     "the latest reading of a battery (kind battery) or a bank (kind bank), JSON",
 )
 INFO: Final = Topic(
-    "bms/{id}/info", "BatteryInfo", True, 1, "readers, bank-aggregator",
+    "bms/{id}/info",
+    "BatteryInfo",
+    True,
+    1,
+    "readers, bank-aggregator",
     "identity: model, serial, firmware, cell count, design capacity, protocol, transport",
 )
 AVAILABILITY: Final = Topic(
-    "bms/{id}/availability", "online | offline", True, 1, "readers, bank-aggregator",
+    "bms/{id}/availability",
+    "online | offline",
+    True,
+    1,
+    "readers, bank-aggregator",
     "whether the device answers (not whether the process runs)",
 )
 SET: Final = Topic(
-    "bms/{id}/set", "LimitsOverride", False, 1, "Home Assistant, users",
+    "bms/{id}/set",
+    "LimitsOverride",
+    False,
+    1,
+    "Home Assistant, users",
     "command to a bank (leased limits) or a battery (MOSFET switches)",
 )
 SET_RESULT: Final = Topic(
-    "bms/{id}/set/result", "SetResult", False, 1, "bank-aggregator, readers",
+    "bms/{id}/set/result",
+    "SetResult",
+    False,
+    1,
+    "bank-aggregator, readers",
     "accepted or rejected, with the reason",
 )
 SERVICE_STATUS: Final = Topic(
-    "bmslink/{service}/{instance}/status", "online | offline", True, 1, "every service",
+    "bmslink/{service}/{instance}/status",
+    "online | offline",
+    True,
+    1,
+    "every service",
     "the process is connected; offline is the retained MQTT last will",
 )
 HASS_DISCOVERY: Final = Topic(
-    "{prefix}/device/{id}/config", "Home Assistant device discovery", True, 1, "hass-discovery",
+    "{prefix}/device/{id}/config",
+    "Home Assistant device discovery",
+    True,
+    1,
+    "hass-discovery",
     "device-based discovery configs (prefix default homeassistant)",
 )
 

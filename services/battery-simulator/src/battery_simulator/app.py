@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     stop = threading.Event()
-    previous: dict[int, object] = {}
+    previous: dict[signal.Signals, object] = {}
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)

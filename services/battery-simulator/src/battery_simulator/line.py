@@ -2,9 +2,10 @@
 
 A pty ignores the baud rate and a loopback socket has no baud rate at all, so the simulator paces
 its own replies (reference: shared/reference/test-infrastructure.md §5.3 and
-shared/protocols/pylontech-rs485.md §10.2): a reply of ``n`` bytes takes ``n × bits_per_char / baud``
-seconds to come out (10 bits per character for 8N1), and it starts no earlier than the request's own
-wire time plus a turnaround delay after the request's first byte arrived.
+shared/protocols/pylontech-rs485.md §10.2): a reply of ``n`` bytes takes
+``n × bits_per_char / baud`` seconds to come out (10 bits per character for 8N1), and it starts
+no earlier than the request's own wire time plus a turnaround delay after the request's first
+byte arrived.
 
 Requests are reassembled from the byte stream as Pylontech frames: from ``~`` to CR
 (pylontech-rs485.md §2, §10.1); bytes before a ``~`` are discarded as noise.

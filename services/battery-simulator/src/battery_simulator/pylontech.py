@@ -17,6 +17,7 @@ object may be served on a pty and a TCP port at once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -29,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bmslink.protocols.pylontech_rs485 import (
+    ChecksumError as FrameChecksumError,
+)
+from bmslink.protocols.pylontech_rs485 import (
     Cid2,
     Frame,
     LengthChecksumError,
@@ -36,11 +40,9 @@ from bmslink.protocols.pylontech_rs485 import (
     PylontechError,
     Rtn,
     build_response,
+    decode_analog,
     encode_analog,
     parse_frame,
-)
-from bmslink.protocols.pylontech_rs485 import (
-    ChecksumError as FrameChecksumError,
 )
 
 __all__ = [
@@ -53,8 +55,8 @@ __all__ = [
     "PackModel",
     "PylontechStack",
     "ReplayStack",
-    "load_capture",
     "lfp_ocv",
+    "load_capture",
     "parse_capture",
     "parse_model_spec",
 ]
@@ -159,7 +161,9 @@ class PylontechStack(ABC):
                 adr = _request_adr(request)
                 if adr is None or not self._has_address(adr):
                     return None
-                rtn = RTN_CHKSUM_ERROR if isinstance(exc, FrameChecksumError) else RTN_LCHKSUM_ERROR
+                # a wrong LCHKSUM also breaks CHKSUM (both classes raised): report LCHKSUM
+                lchk = isinstance(exc, LengthChecksumError)
+                rtn = RTN_LCHKSUM_ERROR if lchk else RTN_CHKSUM_ERROR
                 return self._apply_faults(adr, build_response(adr, b"", rtn=rtn, ver=VER))
             except (PylontechError, ValueError, UnicodeDecodeError):
                 log.debug("unparseable request %r", request)
@@ -281,39 +285,6 @@ def load_capture(path: str | Path) -> list[Exchange]:
     return parse_capture(Path(path).read_text(encoding="utf-8"))
 
 
-def split_analog_blocks(info: bytes) -> tuple[int, int, list[bytes]]:
-    """Split the INFO of a 0x42 reply into (INFOFLAG, command value, module blocks) (§8.4).
-
-    Each block is M, M cells, N, N temperatures, current, voltage, remaining 1, P, total 1,
-    cycles, and for P = 4 the 24-bit capacities: ``2 + 2M + 2N + 11`` (+6 if P = 4) bytes.
-
-    Raises:
-        ValueError: the blocks do not tile the INFO exactly, or P is not 2/4.
-    """
-    if len(info) < 2:
-        raise ValueError("0x42 INFO shorter than 2 bytes")
-    flag, command = info[0], info[1]
-    blocks: list[bytes] = []
-    pos = 2
-    while pos < len(info):
-        m = info[pos]
-        n_pos = pos + 1 + 2 * m
-        if n_pos >= len(info):
-            raise ValueError("truncated module block")
-        c = 2 + 2 * m + 2 * info[n_pos]
-        if pos + c + 6 >= len(info):
-            raise ValueError("truncated module block")
-        p = info[pos + c + 6]
-        if p not in (2, 4):
-            raise ValueError(f"user-defined item count {p} not 2 or 4")
-        end = pos + c + (11 if p == 2 else 17)
-        if end > len(info):
-            raise ValueError("truncated module block")
-        blocks.append(info[pos:end])
-        pos = end
-    return flag, command, blocks
-
-
 class ReplayStack(PylontechStack):
     """Answers from a recorded capture, looping (see module docstring).
 
@@ -322,7 +293,8 @@ class ReplayStack(PylontechStack):
     replayed as silence). With ``derive_per_address``, a 0x42 request with INFO = ADR that the
     capture lacks is answered from the capture's 0x42 INFO=FF replies at the group master
     (ADR & 0xF0 | 2): module ``(ADR & 0x0F) − 2`` of the next FF reply, re-wrapped with command
-    value = ADR (§8.4). Anything else: silence, as on a real bus.
+    value = ADR (§8.4), decoded and re-encoded with the shared codec. Anything else: silence,
+    as on a real bus.
     """
 
     def __init__(
@@ -372,7 +344,7 @@ class ReplayStack(PylontechStack):
             if resp is None:
                 continue
             try:
-                return len(split_analog_blocks(parse_frame(resp).info)[2])
+                return len(decode_analog(parse_frame(resp).info, stack=True).modules)
             except (PylontechError, ValueError, UnicodeDecodeError):
                 continue
         return 0
@@ -405,12 +377,13 @@ class ReplayStack(PylontechStack):
             return None  # the capture recorded silence here: replay it
         try:
             ff = parse_frame(resp)
-            flag, _count, blocks = split_analog_blocks(ff.info)
+            values = decode_analog(ff.info, stack=True)
         except (PylontechError, ValueError, UnicodeDecodeError):
             return None  # a corrupt recorded reply has no module to take
-        if ff.cid2 != 0 or index >= len(blocks):
+        if ff.cid2 != 0 or index >= len(values.modules):
             return None
-        return build_response(adr, bytes([flag, adr]) + blocks[index], ver=ff.ver)
+        info = encode_analog(values.info_flag, adr, [values.modules[index]])
+        return build_response(adr, info, ver=ff.ver)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,7 +519,7 @@ _LFP_OCV: tuple[tuple[float, float], ...] = (
 def lfp_ocv(soc: float) -> float:
     """Open-circuit voltage of one LFP cell at ``soc`` % (clamped to 0..100), V."""
     soc = min(100.0, max(0.0, soc))
-    for (s0, v0), (s1, v1) in zip(_LFP_OCV, _LFP_OCV[1:], strict=False):
+    for (s0, v0), (s1, v1) in itertools.pairwise(_LFP_OCV):
         if soc <= s1:
             return v0 + (v1 - v0) * (soc - s0) / (s1 - s0)
     return _LFP_OCV[-1][1]
@@ -692,9 +665,7 @@ class ModelStack(PylontechStack):
                 if adr != self.master_adr or not self.answer_ff:
                     return None
                 modules = [self._module(p) for p in self._packs.values()]
-                return build_response(
-                    adr, encode_analog(INFOFLAG, len(modules), modules), ver=VER
-                )
+                return build_response(adr, encode_analog(INFOFLAG, len(modules), modules), ver=VER)
             if command != adr:
                 return build_response(adr, b"", rtn=RTN_INVALID_DATA, ver=VER)
             info = encode_analog(INFOFLAG, adr, [self._module(self._packs[adr])])

@@ -16,6 +16,7 @@ from bmslink import schema, topics
 from bmslink.derived import EnergyStore
 from bmslink.mqtt import MqttRuntime
 from bmslink.service import base_parser, start_service
+
 from pylontech_rs485_reader.config import BusConfig
 from pylontech_rs485_reader.poller import Poller
 from pylontech_rs485_reader.transport import CaptureWriter, SerialTransport
@@ -35,7 +36,9 @@ class MqttSink:
     def state(self, state: schema.BatteryState) -> None:
         """Publish ``bms/<id>/state`` (retained, QoS 1)."""
         t = topics.STATE
-        self.mqtt.publish(t.format(id=state.id), schema.encode(state), retain=t.retained, qos=t.qos, sticky=True)
+        self.mqtt.publish(
+            t.format(id=state.id), schema.encode(state), retain=t.retained, qos=t.qos, sticky=True
+        )
 
     def availability(self, device_id: str, online: bool) -> None:
         """Publish ``bms/<id>/availability`` (retained)."""
@@ -46,13 +49,17 @@ class MqttSink:
     def info(self, info: schema.BatteryInfo) -> None:
         """Publish ``bms/<id>/info`` (retained)."""
         t = topics.INFO
-        self.mqtt.publish(t.format(id=info.id), schema.encode(info), retain=t.retained, qos=t.qos, sticky=True)
+        self.mqtt.publish(
+            t.format(id=info.id), schema.encode(info), retain=t.retained, qos=t.qos, sticky=True
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the reader until SIGTERM/SIGINT; returns the exit status (2 for a bad config)."""
     parser = base_parser("Poll Pylontech LV packs on RS485 and publish them to MQTT.")
-    parser.add_argument("--capture", default=None, help="append every frame to this JSON-lines file")
+    parser.add_argument(
+        "--capture", default=None, help="append every frame to this JSON-lines file"
+    )
     ctx = start_service(SERVICE, "pylontech_rs485", BusConfig, parser, argv)
     bus: BusConfig = ctx.loaded.section
     capture_path = ctx.args.capture or bus.capture
@@ -64,7 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx.on_close(poller.shutdown)
     if capture:
         ctx.on_close(capture.close)
-    log.info("polling %s at %d Bd, addresses %s (%s)", bus.port, bus.baudrate, bus.addresses, bus.stack_query)
+    log.info(
+        "polling %s at %d Bd, addresses %s (%s)",
+        bus.port,
+        bus.baudrate,
+        bus.addresses,
+        bus.stack_query,
+    )
     next_stats = time.monotonic() + STATS_PERIOD
     while not ctx.stop.is_set():
         started = time.monotonic()

@@ -18,6 +18,7 @@ from typing import Protocol, TypeVar
 from bmslink.derived import EnergyStore, complete
 from bmslink.protocols import pylontech_rs485 as pylon
 from bmslink.schema import BatteryInfo, BatteryState
+
 from pylontech_rs485_reader.config import BusConfig
 from pylontech_rs485_reader.transport import LinkError, SerialTransport
 
@@ -251,7 +252,9 @@ class Poller:
             )
             self.sink.info(pack.info)
         self._set_online(pack, True)
-        self.sink.state(complete(module_state(pack.id, module, info_flag), self.energy.counter(pack.id)))
+        self.sink.state(
+            complete(module_state(pack.id, module, info_flag), self.energy.counter(pack.id))
+        )
         self.energy.maybe_save()
 
     def shutdown(self) -> None:

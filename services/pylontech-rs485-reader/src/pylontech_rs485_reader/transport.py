@@ -8,8 +8,10 @@ one frame (``~`` .. CR) against an overall deadline, following
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import termios
 import time
 from typing import IO
 
@@ -50,7 +52,7 @@ class SerialTransport:
         self.baudrate = baudrate
         self.capture = capture
         self.noise_bytes = 0
-        self._port: serial.SerialBase | None = None
+        self._port: serial.Serial | None = None
 
     @property
     def is_open(self) -> bool:
@@ -62,7 +64,7 @@ class SerialTransport:
         if self._port is not None:
             return
         try:
-            self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05)
+            self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.05)  # type: ignore[assignment]
         except (serial.SerialException, OSError, ValueError) as exc:
             raise LinkError(f"cannot open {self.url}: {exc}") from exc
         log.info("opened %s at %d Bd", self.url, self.baudrate)
@@ -71,10 +73,8 @@ class SerialTransport:
         """Close the port (no error if it is already gone)."""
         port, self._port = self._port, None
         if port is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError, termios.error):
                 port.close()
-            except (serial.SerialException, OSError):
-                pass
 
     def exchange(self, request: bytes, timeout: float) -> bytes | None:
         """Send ``request`` and return the first frame that is not its echo, or None when
@@ -111,6 +111,7 @@ class SerialTransport:
                 chunk = port.read(max(1, port.in_waiting))
                 if chunk:
                     buffer += chunk
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
+            # termios.error (not an OSError) is what a vanished pty/USB port raises on flush
             self.close()
             raise LinkError(f"{self.url}: {exc}") from exc

@@ -337,7 +337,7 @@ def parse_frame(raw: bytes) -> Frame:
     raw = bytes(raw)
     n = len(raw)
     if n == 0:
-        raise FrameError("empty frame")
+        raise FrameError(f"empty frame: expected at least {_MIN_FRAME} bytes, got 0")
     if raw[0] != _SOI:
         raise FrameError(f"expected SOI '~' (0x7E) at byte 0, got 0x{raw[0]:02X}")
     if raw[-1] != _EOI:
@@ -598,19 +598,28 @@ def decode_analog(info: bytes, *, stack: bool | None = None) -> AnalogValues:
             raise PayloadError("0x42 INFO holds no module block (2 bytes)")
         module, pos = _decode_module(info, pos, 0)
         modules.append(module)
+        first_end = pos
         if pos < n_info:
             if command_value <= 1:
                 raise PayloadError(
                     f"{n_info - pos} trailing bytes after the only module block "
                     f"(command value {command_value}); INFO is {n_info} bytes, block ends at {pos}"
                 )
-            stack = True
-    if stack is True:
-        expected = command_value
-        while len(modules) < expected:
+            try:
+                while len(modules) < command_value:
+                    module, pos = _decode_module(info, pos, len(modules))
+                    modules.append(module)
+            except PayloadError as exc:
+                raise PayloadError(
+                    f"{n_info - first_end} trailing bytes after the first module block "
+                    f"(ends at {first_end} of {n_info}), and not a stack reply of "
+                    f"{command_value} modules either: {exc}"
+                ) from exc
+    elif stack:
+        while len(modules) < command_value:
             module, pos = _decode_module(info, pos, len(modules))
             modules.append(module)
-    elif stack is False:
+    else:
         module, pos = _decode_module(info, pos, 0)
         modules.append(module)
     if pos != n_info:

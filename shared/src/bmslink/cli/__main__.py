@@ -1,0 +1,7 @@
+"""``python -m bmslink.cli``."""
+
+import sys
+
+from bmslink.cli import main
+
+sys.exit(main())

@@ -1,0 +1,104 @@
+"""The MQTT runtime against a real Mosquitto: status, last will, reconnect and re-publish."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bmslink.config import MqttConfig
+from bmslink.mqtt import MqttRuntime
+
+from tests.broker import Broker, recorder
+
+pytestmark = pytest.mark.mqtt
+
+
+def runtime(port: int, instance: str = "t1") -> MqttRuntime:
+    return MqttRuntime(
+        MqttConfig(host="127.0.0.1", port=port, reconnect_min=0.5, reconnect_max=2),
+        "test-svc",
+        instance,
+    )
+
+
+def test_online_on_connect_and_offline_on_clean_stop(broker: Broker) -> None:
+    with recorder(broker.port, "bmslink/#") as rec:
+        rt = runtime(broker.port)
+        rt.start()
+        assert rt.wait_connected(5)
+        rec.wait_topic("bmslink/test-svc/t1/status", b"online")
+        rt.stop()
+        msg = rec.wait_topic("bmslink/test-svc/t1/status", b"offline")
+        assert msg.payload == b"offline"
+    with recorder(broker.port, "bmslink/#") as late:
+        retained = late.wait_topic("bmslink/test-svc/t1/status")
+        assert (retained.payload, retained.retain) == (b"offline", True)
+
+
+def test_reconnect_republishes_status_and_sticky_messages(broker: Broker) -> None:
+    rt = runtime(broker.port)
+    rt.start()
+    assert rt.wait_connected(5)
+    rt.publish("bms/p1/info", b'{"id":"p1"}', retain=True, sticky=True)
+    rt.publish("bms/p1/state", b'{"v":1}', retain=True, sticky=True)
+    rt.publish("bms/p1/state", b'{"v":2}', retain=True, sticky=True)
+    broker.restart()  # no persistence: the broker forgets every retained message
+    with recorder(broker.port, "bms/#", "bmslink/#") as rec:
+        rec.wait_topic("bms/p1/state", b'{"v":2}', timeout=10)
+        rec.wait_topic("bms/p1/info", b'{"id":"p1"}', timeout=5)
+        rec.wait_topic("bmslink/test-svc/t1/status", b"online", timeout=5)
+        # paho may also re-send messages that were in flight when the broker died, in order;
+        # what the broker keeps (the last one) must be the latest state
+        assert [m.payload for m in rec.messages if m.topic == "bms/p1/state"][-1] == b'{"v":2}'
+    assert rt.connect_count >= 2
+    rt.stop()
+
+
+def test_connects_when_the_broker_comes_up_later(tmp_path: Path) -> None:
+    broker = Broker(tmp_path)
+    rt = runtime(broker.port, "late")
+    rt.start()
+    assert not rt.wait_connected(0.5)
+    broker.start()
+    try:
+        assert rt.wait_connected(10)
+        rt.stop()
+    finally:
+        broker.stop()
+
+
+def test_resubscribes_and_survives_a_failing_handler(broker: Broker) -> None:
+    got: list[bytes] = []
+
+    def handler(_topic: str, payload: bytes) -> None:
+        if payload == b"boom":
+            raise RuntimeError("handler bug")
+        got.append(payload)
+
+    rt = runtime(broker.port, "sub")
+    rt.subscribe("bms/+/set", handler)
+    rt.start()
+    assert rt.wait_connected(5)
+    with recorder(broker.port) as pub:
+        pub.client.publish("bms/b1/set", b"boom", qos=1).wait_for_publish(5)
+        pub.client.publish("bms/b1/set", b"one", qos=1).wait_for_publish(5)
+        broker.restart()
+        assert rt.connected.wait(10)
+    # wait until resubscribed (the on_connect path subscribes before setting `connected`)
+    with recorder(broker.port) as pub2:
+        pub2.client.publish("bms/b1/set", b"two", qos=1).wait_for_publish(5)
+        rt_deadline_wait(lambda: b"two" in got)
+    assert got[:1] == [b"one"] and b"two" in got
+    assert rt.handler_errors == 1
+    rt.stop()
+
+
+def rt_deadline_wait(cond: object, timeout: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
