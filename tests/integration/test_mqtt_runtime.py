@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from bmslink.config import MqttConfig
 from bmslink.mqtt import MqttRuntime
-
 from tests.broker import Broker, recorder
 
 pytestmark = pytest.mark.mqtt

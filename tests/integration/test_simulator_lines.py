@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import serial
+
 from battery_simulator.line import FrameAssembler, PtyLine, TcpLine
 from battery_simulator.pylontech import ModelStack, ReplayStack, parse_model_spec
 from bmslink.protocols.pylontech_rs485 import decode_analog, parse_frame
-
 from tests.vectors import vectors_dir
 
 pytestmark = [pytest.mark.serial, pytest.mark.timeout(60)]

@@ -9,6 +9,7 @@ from typing import Literal
 
 import msgspec
 import pytest
+
 from bmslink import config
 
 

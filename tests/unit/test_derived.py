@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from bmslink.derived import EnergyCounter, EnergyStore, cell_summary, complete
-from bmslink.schema import BatteryState
 from hypothesis import given
 from hypothesis import strategies as st
+
+from bmslink.derived import EnergyCounter, EnergyStore, cell_summary, complete
+from bmslink.schema import BatteryState
 
 
 def test_cell_summary_with_one_based_indices() -> None:

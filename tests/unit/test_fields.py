@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from bmslink.protocols.fields import Field, decode_fields, encode_fields, table_size
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from bmslink.protocols.fields import Field, decode_fields, encode_fields, table_size
 
 
 class ShortError(ValueError):

@@ -12,6 +12,9 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from bmslink.protocols.pylontech_rs485 import (
     CID1_BATTERY,
     MODULE_TAIL_FIELDS,
@@ -38,8 +41,6 @@ from bmslink.protocols.pylontech_rs485 import (
     parse_frame,
     parse_response,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 try:  # tests/ is a rootdir package or on sys.path depending on how pytest was started
     from tests.vectors import load_vectors

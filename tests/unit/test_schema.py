@@ -9,10 +9,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from bmslink import schema
-from bmslink.schema import BankState, BatteryInfo, BatteryState, LimitsOverride, SetResult
 from hypothesis import given
 from hypothesis import strategies as st
+
+from bmslink import schema
+from bmslink.schema import BankState, BatteryInfo, BatteryState, LimitsOverride, SetResult
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from battery_simulator.pylontech import (
     CurrentProfile,
     Exchange,
@@ -28,7 +29,6 @@ from bmslink.protocols.pylontech_rs485 import (
     frame_checksum,
     parse_frame,
 )
-
 from tests.vectors import vectors_dir
 
 pytestmark = pytest.mark.timeout(30)

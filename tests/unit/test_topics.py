@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from bmslink import topics
 
 
@@ -49,5 +50,6 @@ def test_readme_shows_the_generated_schema_tables() -> None:
     from bmslink import schema
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    for struct in (schema.BatteryState, schema.BankState, schema.BatteryInfo, schema.LimitsOverride):
+    structs = (schema.BatteryState, schema.BankState, schema.BatteryInfo, schema.LimitsOverride)
+    for struct in structs:
         assert schema.markdown_fields(struct) in readme, struct.__name__

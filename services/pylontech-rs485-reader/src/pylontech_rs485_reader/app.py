@@ -16,7 +16,6 @@ from bmslink import schema, topics
 from bmslink.derived import EnergyStore
 from bmslink.mqtt import MqttRuntime
 from bmslink.service import base_parser, start_service
-
 from pylontech_rs485_reader.config import BusConfig
 from pylontech_rs485_reader.poller import Poller
 from pylontech_rs485_reader.transport import CaptureWriter, SerialTransport

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from bmslink.schema import DeviceId
 from msgspec import Meta
+
+from bmslink.schema import DeviceId
 
 Address = Annotated[int, Meta(ge=1, le=254)]
 

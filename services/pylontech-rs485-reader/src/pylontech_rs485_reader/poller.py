@@ -18,7 +18,6 @@ from typing import Protocol, TypeVar
 from bmslink.derived import EnergyStore, complete
 from bmslink.protocols import pylontech_rs485 as pylon
 from bmslink.schema import BatteryInfo, BatteryState
-
 from pylontech_rs485_reader.config import BusConfig
 from pylontech_rs485_reader.transport import LinkError, SerialTransport
 
