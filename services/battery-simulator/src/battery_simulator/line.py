@@ -61,6 +61,20 @@ class Responder(Protocol):
         ...
 
 
+class Framer(Protocol):
+    """Cuts the received byte stream into request frames (one implementation per protocol:
+    :class:`FrameAssembler` for Pylontech ASCII, others for binary protocols)."""
+
+    def reset(self) -> None:
+        """Forget a partial frame (a new client connected)."""
+        ...
+
+    def feed(self, data: bytes, now: float) -> list[tuple[bytes, float]]:
+        """Add received bytes (arrived at monotonic ``now``, s); return completed frames with
+        their start times."""
+        ...
+
+
 class FrameAssembler:
     """Cuts a byte stream into ``~...\\r`` frames (pylontech-rs485.md §10.1).
 
@@ -117,6 +131,7 @@ class Line(ABC):
         baud: emulated line rate, bit/s (Pylontech: 115200 or 9600, pylontech-rs485.md §1).
         turnaround_s: delay between the end of a request and the start of the reply, seconds.
         bits_per_char: bits on the wire per byte (10 for 8N1).
+        framer: cuts requests out of the byte stream (default: Pylontech ``~...\\r`` frames).
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -128,6 +143,7 @@ class Line(ABC):
         baud: int = 115200,
         turnaround_s: float = 0.002,
         bits_per_char: int = 10,
+        framer: Framer | None = None,
     ) -> None:
         if baud <= 0:
             raise ValueError(f"baud must be positive, got {baud}")
@@ -139,7 +155,7 @@ class Line(ABC):
         self.bits_per_char = bits_per_char
         self.requests = 0  #: requests received (complete frames)
         self.replies = 0  #: replies fully written
-        self._assembler = FrameAssembler()
+        self._assembler: Framer = framer if framer is not None else FrameAssembler()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -274,9 +290,14 @@ class PtyLine(Line):
         baud: int = 115200,
         turnaround_s: float = 0.002,
         bits_per_char: int = 10,
+        framer: Framer | None = None,
     ) -> None:
         super().__init__(
-            responder, baud=baud, turnaround_s=turnaround_s, bits_per_char=bits_per_char
+            responder,
+            baud=baud,
+            turnaround_s=turnaround_s,
+            bits_per_char=bits_per_char,
+            framer=framer,
         )
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
@@ -347,9 +368,14 @@ class TcpLine(Line):
         baud: int = 115200,
         turnaround_s: float = 0.002,
         bits_per_char: int = 10,
+        framer: Framer | None = None,
     ) -> None:
         super().__init__(
-            responder, baud=baud, turnaround_s=turnaround_s, bits_per_char=bits_per_char
+            responder,
+            baud=baud,
+            turnaround_s=turnaround_s,
+            bits_per_char=bits_per_char,
+            framer=framer,
         )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.socket(family, socket.SOCK_STREAM)

@@ -1,4 +1,4 @@
-"""The ``bmslink`` command: ``watch``, ``decode``, ``demo`` and ``topics``.
+"""The ``bmslink`` command: ``watch``, ``decode``, ``scan``, ``demo`` and ``topics``.
 
 Each sub-command lives in its own module with ``add_parser(sub)`` and ``run(args) -> int``.
 """
@@ -12,13 +12,14 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command registered."""
-    from bmslink.cli import decode, demo, watch
+    from bmslink.cli import decode, demo, scan, watch
 
     parser = argparse.ArgumentParser(prog="bmslink", description="bmslink command-line tools")
     sub = parser.add_subparsers(dest="command", required=True)
     watch.add_parser(sub)
     decode.add_parser(sub)
     demo.add_parser(sub)
+    scan.add_parser(sub)
     topics_parser = sub.add_parser("topics", help="print the topic table (Markdown)")
     topics_parser.set_defaults(func=_print_topics)
     return parser

@@ -3,20 +3,21 @@
 Decodes pasted response frames (exactly as captured: ASCII for Pylontech RS485, hex for binary
 protocols) and prints one JSON object per frame, fields in schema units (V, A, °C, Ah, %).
 Exit status 0 when every frame decoded, 1 when one did not (the error names what is wrong),
-2 for bad usage. Protocols register a :class:`Decoder` in :data:`DECODERS` (a registry by name).
+2 for bad usage. Protocols register :class:`Decoder` objects in a module of
+:mod:`bmslink.cli.decoders`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import pkgutil
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
-
-from bmslink.protocols import pylontech_rs485 as pylon
 
 
 class DecodeUsageError(ValueError):
@@ -34,55 +35,35 @@ class Decoder:
     errors: tuple[type[Exception], ...]
 
 
-def _unescape(text: str) -> bytes:
-    """Accept a frame as pasted: a real CR, a literal ``\\r``, or none (added)."""
+def unescape_ascii_frame(text: str) -> bytes:
+    """An ASCII frame as pasted: with a real CR, a literal ``\\r``, or none (added)."""
     text = text.strip().replace("\\r", "\r").replace("\\n", "")
     if not text.endswith("\r"):
         text += "\r"
     return text.encode("latin-1")
 
 
-def _as_dict(value: Any) -> Any:
-    return msgspec.to_builtins(value)
+def hex_frame(text: str) -> bytes:
+    """A binary frame pasted as hex (spaces, colons and a ``0x`` prefix allowed); raises
+    :class:`ValueError` naming the offending text."""
+    cleaned = text.strip().removeprefix("0x").replace(" ", "").replace(":", "").replace("-", "")
+    try:
+        return bytes.fromhex(cleaned)
+    except ValueError as exc:
+        raise ValueError(f"not hex: {text!r}") from exc
 
 
-def _module_dict(module: pylon.ModuleAnalog) -> dict[str, Any]:
-    out: dict[str, Any] = _as_dict(module)
-    out["soc"] = None if module.soc is None else round(module.soc, 1)
-    return out
+def registry() -> dict[str, Decoder]:
+    """Every decoder, by protocol name: the ``DECODERS`` lists of the modules in
+    :mod:`bmslink.cli.decoders` (one module per protocol family; adding a module adds a name)."""
+    from bmslink.cli import decoders
 
-
-def _decode_pylontech(frame_text: str, options: argparse.Namespace) -> dict[str, Any]:
-    raw = _unescape(frame_text)
-    frame = pylon.parse_response(raw)
-    command = options.command if options.command is not None else pylon.Cid2.ANALOG
-    header = {"ver": frame.ver, "adr": frame.adr, "cid1": frame.cid1, "rtn": frame.cid2}
-    result: dict[str, Any] = {
-        "protocol": "pylontech-rs485",
-        "command": f"0x{command:02X}",
-        "frame": header,
-    }
-    if command == pylon.Cid2.ANALOG:
-        analog = pylon.decode_analog(frame.info)
-        result["info_flag"] = analog.info_flag
-        result["command_value"] = analog.command_value
-        result["modules"] = [_module_dict(m) for m in analog.modules]
-    elif command == pylon.Cid2.PROTOCOL_VERSION:
-        result["protocol_version"] = f"{frame.ver >> 4}.{frame.ver & 0xF}"
-    else:
-        known = ", ".join(f"0x{c:02X}" for c in (pylon.Cid2.ANALOG, pylon.Cid2.PROTOCOL_VERSION))
-        raise DecodeUsageError(f"--command 0x{command:02X} is not decoded yet (decoded: {known})")
-    return result
-
-
-DECODERS: dict[str, Decoder] = {
-    "pylontech-rs485": Decoder(
-        "pylontech-rs485",
-        "Pylontech LV RS485 ASCII frames (~...CR); --command CID2 of the request (default 0x42)",
-        _decode_pylontech,
-        (pylon.PylontechError,),
-    ),
-}
+    found: dict[str, Decoder] = {}
+    for mod in pkgutil.iter_modules(decoders.__path__):
+        module = importlib.import_module(f"{decoders.__name__}.{mod.name}")
+        for decoder in getattr(module, "DECODERS", ()):
+            found[decoder.name] = decoder
+    return found
 
 
 def _int_auto(text: str) -> int:
@@ -92,7 +73,7 @@ def _int_auto(text: str) -> int:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``decode`` sub-command."""
     p = sub.add_parser("decode", help="decode pasted frames to JSON in schema units")
-    p.add_argument("protocol", choices=sorted(DECODERS), help="protocol of the frames")
+    p.add_argument("protocol", choices=sorted(registry()), help="protocol of the frames")
     p.add_argument("frames", nargs="+", metavar="FRAME", help="response frames, as captured")
     p.add_argument(
         "--command", type=_int_auto, default=None, help="CID2 of the request (e.g. 0x42)"
@@ -104,7 +85,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def run(args: argparse.Namespace) -> int:
     """Decode every frame; print one JSON line each (errors to stderr); 1 if any failed."""
-    decoder = DECODERS[args.protocol]
+    decoder = registry()[args.protocol]
     status = 0
     for i, text in enumerate(args.frames, 1):
         try:

@@ -1,0 +1,1 @@
+"""Decoders of ``bmslink decode``: one module per protocol family, each with ``DECODERS``."""

@@ -1,0 +1,1 @@
+"""Scanners of ``bmslink scan``: one module per protocol family, each with ``SCANNERS``."""
