@@ -250,6 +250,18 @@ class LimitsOverride(_Message, kw_only=True, forbid_unknown_fields=True):
     ttl: Annotated[float, Meta(gt=0, le=3600, description="lease, s")] = 60.0
 
 
+class SwitchCommand(_Message, kw_only=True, forbid_unknown_fields=True):
+    """MOSFET switch command to a battery on ``bms/<id>/set`` (not retained).
+
+    ``charge_enabled``/``discharge_enabled``: True to switch the MOSFET on, False off, absent to
+    leave it. Only readers whose config enables control act on it; the next state acknowledges it
+    and ``bms/<id>/set/result`` answers. Unknown fields are rejected.
+    """
+
+    charge_enabled: bool | None = None
+    discharge_enabled: bool | None = None
+
+
 class SetResult(_Message, kw_only=True):
     """Answer to a command, on ``bms/<id>/set/result`` (not retained).
 
@@ -272,6 +284,7 @@ BANK_STATE_DECODER: Final = msgspec.json.Decoder(BankState)
 INFO_DECODER: Final = msgspec.json.Decoder(BatteryInfo)
 OVERRIDE_DECODER: Final = msgspec.json.Decoder(LimitsOverride)
 RESULT_DECODER: Final = msgspec.json.Decoder(SetResult)
+SWITCH_DECODER: Final = msgspec.json.Decoder(SwitchCommand)
 
 
 class MessageError(ValueError):

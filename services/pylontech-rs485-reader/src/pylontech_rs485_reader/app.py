@@ -12,9 +12,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from bmslink import schema, topics
 from bmslink.derived import EnergyStore
-from bmslink.mqtt import MqttRuntime
+from bmslink.publisher import DevicePublisher
 from bmslink.service import base_parser, start_service
 from pylontech_rs485_reader.config import BusConfig
 from pylontech_rs485_reader.poller import Poller
@@ -23,34 +22,6 @@ from pylontech_rs485_reader.transport import CaptureWriter, SerialTransport
 SERVICE = "pylontech-rs485-reader"
 STATS_PERIOD = 60.0
 log = logging.getLogger(SERVICE)
-
-
-class MqttSink:
-    """Publishes the poller's results; state, info and availability are sticky (re-published
-    after a reconnect)."""
-
-    def __init__(self, mqtt: MqttRuntime) -> None:
-        self.mqtt = mqtt
-
-    def state(self, state: schema.BatteryState) -> None:
-        """Publish ``bms/<id>/state`` (retained, QoS 1)."""
-        t = topics.STATE
-        self.mqtt.publish(
-            t.format(id=state.id), schema.encode(state), retain=t.retained, qos=t.qos, sticky=True
-        )
-
-    def availability(self, device_id: str, online: bool) -> None:
-        """Publish ``bms/<id>/availability`` (retained)."""
-        t = topics.AVAILABILITY
-        value = topics.ONLINE if online else topics.OFFLINE
-        self.mqtt.publish(t.format(id=device_id), value, retain=t.retained, qos=t.qos, sticky=True)
-
-    def info(self, info: schema.BatteryInfo) -> None:
-        """Publish ``bms/<id>/info`` (retained)."""
-        t = topics.INFO
-        self.mqtt.publish(
-            t.format(id=info.id), schema.encode(info), retain=t.retained, qos=t.qos, sticky=True
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -66,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     transport = SerialTransport(bus.port, bus.baudrate, capture)
     storage = ctx.loaded.storage
     energy = EnergyStore(storage.state_dir, f"{SERVICE}-{ctx.instance}", storage.save_interval)
-    poller = Poller(bus, transport, MqttSink(ctx.mqtt), energy, ctx.instance, ctx.stop)
+    poller = Poller(bus, transport, DevicePublisher(ctx.mqtt), energy, ctx.instance, ctx.stop)
     ctx.on_close(poller.shutdown)
     if capture:
         ctx.on_close(capture.close)

@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 
 from bmslink.derived import EnergyStore, complete
 from bmslink.protocols import pylontech_rs485 as pylon
+from bmslink.publisher import Availability
 from bmslink.schema import BatteryInfo, BatteryState
 from pylontech_rs485_reader.config import BusConfig
 from pylontech_rs485_reader.transport import LinkError, SerialTransport
@@ -43,12 +44,11 @@ class Sink(Protocol):
 
 @dataclass
 class Pack:
-    """One pack on the bus: its address, id, and how it has been answering."""
+    """One pack on the bus: its address, id, availability and last published identity."""
 
     address: int
     id: str
-    failures: int = 0
-    online: bool | None = None
+    availability: Availability
     info: BatteryInfo | None = None
 
 
@@ -92,10 +92,9 @@ class Poller:
         self.instance = instance
         self.stop = stop or threading.Event()
         self.stats = Stats()
-        prefix = bus.id_prefix or instance
         self.packs: dict[int, Pack] = {}
         for address in bus.addresses:
-            self.packs[address] = Pack(address, bus.ids.get(str(address), f"{prefix}-{address}"))
+            self.pack_for(address)
         self._last_command = 0.0
         self._link_down_since: float | None = None
         self._reopen_delay = 1.0
@@ -106,7 +105,8 @@ class Poller:
         found = self.packs.get(address)
         if found is None:
             prefix = self.bus.id_prefix or self.instance
-            found = Pack(address, self.bus.ids.get(str(address), f"{prefix}-{address}"))
+            device_id = self.bus.ids.get(str(address), f"{prefix}-{address}")
+            found = Pack(address, device_id, Availability(device_id, self.bus.offline_after))
             self.packs[address] = found
         return found
 
@@ -153,7 +153,7 @@ class Poller:
         self._next_open = now + self._reopen_delay
         self._reopen_delay = min(self._reopen_delay * 2, 30.0)
         for pack in self.packs.values():
-            self._set_online(pack, False)
+            self._report(pack, pack.availability.lost())
 
     def _poll_pack(self, address: int) -> None:
         pack = self.pack_for(address)
@@ -222,20 +222,13 @@ class Poller:
     # --- results ---------------------------------------------------------------------------
 
     def _failed(self, pack: Pack) -> None:
-        pack.failures += 1
-        if pack.failures >= self.bus.offline_after:
-            self._set_online(pack, False)
+        self._report(pack, pack.availability.failed())
 
-    def _set_online(self, pack: Pack, online: bool) -> None:
-        if pack.online is online:
-            return
-        if online or pack.online is not None:
-            log.info("%s (ADR %d) is %s", pack.id, pack.address, "online" if online else "offline")
-        pack.online = online
-        self.sink.availability(pack.id, online)
+    def _report(self, pack: Pack, change: bool | None) -> None:
+        if change is not None:
+            self.sink.availability(pack.id, change)
 
     def _publish_module(self, pack: Pack, module: pylon.ModuleAnalog, info_flag: int) -> None:
-        pack.failures = 0
         cell_count = len(module.cell_voltages)
         if pack.info is None or pack.info.cell_count != cell_count:
             pack.info = BatteryInfo(
@@ -250,7 +243,7 @@ class Poller:
                 instance=self.instance,
             )
             self.sink.info(pack.info)
-        self._set_online(pack, True)
+        self._report(pack, pack.availability.answered())
         self.sink.state(
             complete(module_state(pack.id, module, info_flag), self.energy.counter(pack.id))
         )
@@ -259,8 +252,8 @@ class Poller:
     def shutdown(self) -> None:
         """Report every pack offline (nobody reads them any more) and save the counters."""
         for pack in self.packs.values():
-            if pack.online:
-                self._set_online(pack, False)
+            if pack.availability.online:
+                self._report(pack, pack.availability.lost())
         self.energy.save()
         self.transport.close()
 

@@ -1,0 +1,61 @@
+"""Stable alarm and warning codes: the vocabulary of ``alarms``/``warnings`` in every state.
+
+Each BMS protocol maps its own bits onto these codes (the raw bits stay in ``raw_status``). Codes
+are snake_case and never renamed (consumers and Home Assistant automations key on them); add new
+codes here, with a description, when a protocol reports something none of these names covers.
+Bank states append ``@<member id>`` to a member's code (e.g. ``cell_overvoltage@rack1-2``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+CODES: Final[dict[str, str]] = {
+    # voltage
+    "cell_overvoltage": "a cell is above its upper voltage limit",
+    "cell_undervoltage": "a cell is below its lower voltage limit",
+    "pack_overvoltage": "the pack voltage is above its upper limit",
+    "pack_undervoltage": "the pack voltage is below its lower limit",
+    "cell_imbalance": "the cell voltage spread is too large",
+    # current
+    "charge_overcurrent": "charge current above its limit",
+    "discharge_overcurrent": "discharge current above its limit",
+    "short_circuit": "short circuit protection",
+    # temperature
+    "charge_overtemperature": "cell temperature too high to charge",
+    "charge_undertemperature": "cell temperature too low to charge",
+    "discharge_overtemperature": "cell temperature too high to discharge",
+    "discharge_undertemperature": "cell temperature too low to discharge",
+    "cell_overtemperature": "cell temperature too high",
+    "cell_undertemperature": "cell temperature too low",
+    "mosfet_overtemperature": "MOSFET temperature too high",
+    "ambient_overtemperature": "ambient temperature too high",
+    "ambient_undertemperature": "ambient temperature too low",
+    "bms_overtemperature": "BMS board temperature too high",
+    # state
+    "soc_low": "state of charge low",
+    "capacity_low": "remaining capacity low",
+    # hardware / internal
+    "charge_mosfet_fault": "charge MOSFET failure",
+    "discharge_mosfet_fault": "discharge MOSFET failure",
+    "temperature_sensor_fault": "temperature sensor failure",
+    "voltage_sensor_fault": "cell voltage sampling failure",
+    "current_sensor_fault": "current sensor failure",
+    "cell_fault": "a cell failed",
+    "bms_fault": "internal BMS failure",
+    "precharge_fault": "pre-charge failure",
+    "internal_communication_error": "communication inside the stack/BMS failed",
+    # bank / system
+    "communication_lost": "no fresh data from a device",
+    "member_missing": "a configured bank member is not counted",
+    "failsafe": "no member counted: fail-safe limits",
+    "other": "an alarm the protocol reports without a specific meaning",
+}
+
+
+def check(code: str) -> str:
+    """Return ``code`` if it is known (a bank code may carry ``@member``); raise ``KeyError``."""
+    base = code.split("@", 1)[0]
+    if base not in CODES:
+        raise KeyError(f"unknown alarm code {code!r}; add it to bmslink.alarms.CODES")
+    return code
