@@ -24,10 +24,9 @@ mosquitto:
 	  echo "installing mosquitto (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; \
 	else echo "mosquitto not installed and not root: the demo uses the embedded amqtt broker"; fi
 
+# Without a mosquitto binary, `bmslink demo` uses amqtt (installed with the dev group).
 demo: venv mosquitto
-	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then \
-	  $(UV) run --frozen bmslink demo $(DEMO_ARGS); \
-	else $(UV) run --frozen --with amqtt==0.12.1 bmslink demo $(DEMO_ARGS); fi
+	@$(UV) run --frozen bmslink demo $(DEMO_ARGS)
 
 lint: venv
 	$(UV) run --frozen ruff check $(PY_SRC)

@@ -1,8 +1,8 @@
 """Embedded pure-Python MQTT broker (amqtt, MQTT 3.1.1) for ``bmslink demo`` without Mosquitto.
 
 Only used when the mosquitto binary is missing and cannot be installed (not root). Run as
-``python -m bmslink.cli.fallback_broker --port N``; amqtt is installed on demand by the Makefile
-(``uv run --with amqtt==0.12.1``). Listens on 127.0.0.1 only.
+``python -m bmslink.cli.fallback_broker --port N``; amqtt 0.12.1 comes with the workspace's dev
+dependency group. Listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations

@@ -192,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
     client.loop_start()
     title = f"bmslink — {args.host}:{args.port}"
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
     try:
         if args.once is not None:
             time.sleep(args.once)
