@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import pkgutil
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
+
+from bmslink.registry import discover
 
 
 class DecodeUsageError(ValueError):
@@ -58,12 +58,7 @@ def registry() -> dict[str, Decoder]:
     :mod:`bmslink.cli.decoders` (one module per protocol family; adding a module adds a name)."""
     from bmslink.cli import decoders
 
-    found: dict[str, Decoder] = {}
-    for mod in pkgutil.iter_modules(decoders.__path__):
-        module = importlib.import_module(f"{decoders.__name__}.{mod.name}")
-        for decoder in getattr(module, "DECODERS", ()):
-            found[decoder.name] = decoder
-    return found
+    return discover(decoders, "DECODERS")
 
 
 def _int_auto(text: str) -> int:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import pkgutil
 from collections.abc import Callable
+
+from bmslink.registry import discover
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,12 +29,7 @@ def registry() -> dict[str, Scanner]:
     """Every scanner by protocol name."""
     from bmslink.cli import scanners
 
-    found: dict[str, Scanner] = {}
-    for mod in pkgutil.iter_modules(scanners.__path__):
-        module = importlib.import_module(f"{scanners.__name__}.{mod.name}")
-        for scanner in getattr(module, "SCANNERS", ()):
-            found[scanner.name] = scanner
-    return found
+    return discover(scanners, "SCANNERS")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
