@@ -10,7 +10,8 @@ What it guarantees (DESIGN.md "Rules every publisher follows"):
   availability and state of each device, in the order they were first published);
 - handlers run on paho's network thread; an exception in a handler is logged and counted, never
   propagated (nothing that arrives on a topic can stop a service);
-- :meth:`MqttRuntime.stop` publishes ``offline`` on the status topic and disconnects cleanly.
+- :meth:`MqttRuntime.stop` publishes ``offline`` on the status topic and disconnects cleanly;
+- every publish while connected touches the health heartbeat (:mod:`bmslink.health`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from bmslink.config import MqttConfig
+from bmslink.health import Heartbeat
 from bmslink.topics import OFFLINE, ONLINE, SERVICE_STATUS
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class MqttRuntime:
         self.connected = threading.Event()
         self.connect_count = 0
         self.handler_errors = 0
+        self.heartbeat = Heartbeat()
         self._subs: dict[str, tuple[int, Handler]] = {}
         self._sticky: dict[str, _Sticky] = {}
         self._lock = threading.Lock()
@@ -133,6 +136,8 @@ class MqttRuntime:
             with self._lock:
                 self._sticky[topic] = _Sticky(data, qos, retain)
         result = self._client.publish(topic, data, qos=qos, retain=retain)
+        if result.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self.connected.is_set():
+            self.heartbeat.beat()
         if result.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("publish to %s failed: %s", topic, paho.error_string(result.rc))
 
@@ -186,6 +191,7 @@ class MqttRuntime:
         for topic, item in sticky:
             client.publish(topic, item.payload, qos=item.qos, retain=item.retain)
         self.connected.set()
+        self.heartbeat.beat()
         for callback in self._on_connect:
             try:
                 callback()

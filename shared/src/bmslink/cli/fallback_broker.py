@@ -15,7 +15,7 @@ from typing import Any
 
 async def serve(port: int) -> None:
     """Run the broker on 127.0.0.1:``port`` until SIGTERM/SIGINT."""
-    from amqtt.broker import Broker  # type: ignore[import-not-found]
+    from amqtt.broker import Broker  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     config: dict[str, Any] = {
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
