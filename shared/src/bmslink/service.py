@@ -9,6 +9,7 @@ waits on ``ctx.stop`` and finally calls :meth:`ServiceContext.close`.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -103,9 +104,20 @@ def start_service(
     argv: Sequence[str] | None = None,
     *,
     instanced: bool = True,
+    device_ids: Callable[[Any, str], list[str]] | None = None,
 ) -> ServiceContext:
     """Parse arguments, load configuration (exit 2 on error), set up logging and signals, and
-    start the MQTT runtime (connecting in the background)."""
+    start the MQTT runtime (connecting in the background).
+
+    ``device_ids(section, instance)`` lists the device ids the instance publishes; with it the
+    service answers ``--print-device-ids`` (a JSON list on stdout, then exit 0) — what
+    ``bmslink credentials`` uses to give each service exactly its topics in the broker's ACL.
+    """
+    parser.add_argument(
+        "--print-device-ids",
+        action="store_true",
+        help="print the device ids this instance publishes (JSON) and exit",
+    )
     args = parser.parse_args(argv)
     if instanced and not args.instance:
         parser.error("--instance (or BMSLINK_INSTANCE) is required")
@@ -113,6 +125,10 @@ def start_service(
     loaded = cfg.load_or_exit(
         section_name, section_type, instance=args.instance if instanced else None, path=path
     )
+    if args.print_device_ids:
+        ids = device_ids(loaded.section, loaded.instance) if device_ids else []
+        print(json.dumps(ids))
+        raise SystemExit(0)
     setup_logging(loaded.log.level)
     stop = threading.Event()
     install_signal_handlers(stop)

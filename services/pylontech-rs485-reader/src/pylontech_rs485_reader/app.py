@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from bmslink.derived import EnergyStore
 from bmslink.publisher import DevicePublisher
 from bmslink.service import base_parser, start_service
-from pylontech_rs485_reader.config import BusConfig
+from pylontech_rs485_reader.config import BusConfig, device_ids
 from pylontech_rs485_reader.poller import Poller
 from pylontech_rs485_reader.transport import CaptureWriter, SerialTransport
 
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--capture", default=None, help="append every frame to this JSON-lines file"
     )
-    ctx = start_service(SERVICE, "pylontech_rs485", BusConfig, parser, argv)
+    ctx = start_service(SERVICE, "pylontech_rs485", BusConfig, parser, argv, device_ids=device_ids)
     bus: BusConfig = ctx.loaded.section
     capture_path = ctx.args.capture or bus.capture
     capture = CaptureWriter(capture_path) if capture_path else None

@@ -50,3 +50,13 @@ class BusConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id_prefix: DeviceId | None = None
     ids: dict[str, DeviceId] = msgspec.field(default_factory=dict)
     capture: str | None = None
+
+
+def device_id(bus: BusConfig, instance: str, address: int) -> str:
+    """The id of the pack at ``address``: ``ids[address]`` or ``<id_prefix|instance>-<address>``."""
+    return bus.ids.get(str(address), f"{bus.id_prefix or instance}-{address}")
+
+
+def device_ids(bus: BusConfig, instance: str) -> list[str]:
+    """The ids of the configured packs (for ``--print-device-ids`` and the broker ACL)."""
+    return [device_id(bus, instance, address) for address in bus.addresses]

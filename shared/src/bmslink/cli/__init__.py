@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command registered."""
-    from bmslink.cli import decode, demo, scan, watch
+    from bmslink.cli import credentials, decode, demo, scan, watch
 
     parser = argparse.ArgumentParser(prog="bmslink", description="bmslink command-line tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_parser(sub)
     demo.add_parser(sub)
     scan.add_parser(sub)
+    credentials.add_parser(sub)
     topics_parser = sub.add_parser("topics", help="print the topic table (Markdown)")
     topics_parser.set_defaults(func=_print_topics)
     return parser
