@@ -3,12 +3,13 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PY_SRC := shared/src services tests tools
 
-.PHONY: help venv demo test lint typecheck pytest fmt bench clean uv mosquitto
+.PHONY: help venv demo test lint typecheck pytest fmt bench clean uv mosquitto credentials
 
 help:
 	@echo "make demo   - run broker + simulated batteries + readers and watch them live"
 	@echo "make test   - ruff, mypy and pytest (unit + integration with a real Mosquitto)"
 	@echo "make bench  - benchmarks (JSON in .bench/)"
+	@echo "make credentials - broker passwords (.env) and ACL (mosquitto/) for docker compose"
 
 # uv from PyPI when it is missing (no other download source is needed).
 uv:
@@ -43,6 +44,10 @@ test: lint typecheck pytest
 fmt: venv
 	$(UV) run --frozen ruff format $(PY_SRC)
 	$(UV) run --frozen ruff check --fix $(PY_SRC)
+
+# Broker users/passwords/ACL for compose from compose.yaml + config/site.toml (never committed).
+credentials: venv
+	$(UV) run --frozen bmslink credentials $(CREDENTIALS_ARGS)
 
 bench: venv
 	$(UV) run --frozen python -m tools.bench $(BENCH_ARGS)
