@@ -252,7 +252,13 @@ def run(args: argparse.Namespace) -> int:
         for spec in specs:
             log = (workdir / "logs" / f"{spec.name}.log").open("ab")
             exe = shutil.which(spec.argv[0], path=str(bindir)) or spec.argv[0]
-            child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
+            # BMSLINK_DEMO marks the demo's processes (tests check none is left behind)
+            child_env = {
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "BMSLINK_DEMO": str(workdir),
+                **spec.env,
+            }
             proc = subprocess.Popen(
                 [exe, *spec.argv[1:]],
                 env=child_env,
@@ -284,8 +290,12 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # Ctrl-C reaches both `uv run` and this process, and uv forwards it again: ignore further
+        # interrupts while the children are stopped, so that none is left behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all(procs)
+        signal.signal(signal.SIGTERM, previous)
         for name, proc in procs:
             if proc.returncode not in (0, -signal.SIGTERM, None):
                 print(f"{name} exited with status {proc.returncode}", file=sys.stderr)

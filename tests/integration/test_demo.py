@@ -1,0 +1,95 @@
+"""`bmslink demo` end to end: everything in compose.yaml's demo profile starts, real capture data
+reaches the broker, and Ctrl-C (SIGINT, even twice) leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bmslink import schema
+from tests.broker import free_port, recorder
+
+pytestmark = pytest.mark.mqtt
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def processes_with_env(var: str, value: str) -> list[int]:
+    """Pids whose environment has ``var=value`` (the demo marks its children)."""
+    needle = f"{var}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_demo_shows_the_capture_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bmslink.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline and "first state" not in line:
+            line = demo.stdout.readline()
+            assert line, "the demo ended before the first state"
+        with recorder(port, "bms/#") as rec:
+            state = rec.wait_topic("bms/rack-2/state", timeout=10)
+            rec.wait_topic("bms/model-4/state", timeout=10)
+        rack = schema.decode(schema.STATE_DECODER, state.payload)
+        assert rack.cycles == 99  # the real capture's first pack
+        assert len(rack.cell_voltages) == 15
+        children = processes_with_env("BMSLINK_DEMO", str(tmp_path))
+        assert len(children) >= 4  # two simulators, two readers
+        demo.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        demo.send_signal(signal.SIGINT)  # uv forwards Ctrl-C once more
+        assert demo.wait(20) == 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and processes_with_env("BMSLINK_DEMO", str(tmp_path)):
+            time.sleep(0.1)
+        assert processes_with_env("BMSLINK_DEMO", str(tmp_path)) == []
+        broker_left = [
+            p
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and str(tmp_path).encode() in _cmdline(p)
+        ]
+        assert broker_left == []
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        for pid in processes_with_env("BMSLINK_DEMO", str(tmp_path)):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
