@@ -179,6 +179,19 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+MOSQUITTO_UID = 1883
+"""The eclipse-mosquitto image drops privileges to UID/GID 1883, which must own passwd/acl."""
+
+
+def _give_to_broker(path: Path) -> bool:
+    """chown ``path`` to the broker's UID (possible as root); returns whether it was done."""
+    try:
+        os.chown(path, MOSQUITTO_UID, MOSQUITTO_UID)
+    except PermissionError:
+        return False
+    return True
+
+
 def generate(
     compose_file: Path, site: Path, out_dir: Path, env_file: Path, profiles: set[str]
 ) -> list[User]:
@@ -233,6 +246,11 @@ def run(args: argparse.Namespace) -> int:
     users = generate(args.compose, args.site, args.out, args.env_file, set(profiles))
     written = f"{args.out / 'passwd'}, {args.out / 'acl'} and {args.env_file}"
     print(f"wrote {written} for {len(users)} users:")
+    owned = all(_give_to_broker(args.out / name) for name in ("passwd", "acl"))
+    if not owned:
+        files = f"{args.out / 'passwd'} {args.out / 'acl'}"
+        print(f"  run: sudo chown {MOSQUITTO_UID}:{MOSQUITTO_UID} {files}")
+        print("  (the broker runs as UID 1883 and the files are private)")
     for user in users:
         print(f"  {user.name} ({len(user.topics)} ACL lines)")
     return 0
