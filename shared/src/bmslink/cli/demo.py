@@ -199,6 +199,7 @@ def demo_env(port: int, state: Path, sim_ports: Iterator[int]) -> dict[str, str]
         "BMSLINK_SIMULATOR_BIND": "127.0.0.1",
         "BMSLINK_SIMULATOR_PORT": str(next(sim_ports)),
         "BMSLINK_MODEL_SIMULATOR_PORT": str(next(sim_ports)),
+        "BMSLINK_PACE_SIMULATOR_PORT": str(next(sim_ports)),
         "BMSLINK_SITE": "./config/demo.toml",
         "BMSLINK_DATA": str(state),
     }
@@ -239,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    env = {**os.environ, **demo_env(args.port, workdir / "state", iter([free_port(), free_port()]))}
+    env = {**os.environ, **demo_env(args.port, workdir / "state", iter([free_port() for _ in range(8)]))}
     specs = load_services(compose, env)
     started = time.monotonic()
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
