@@ -21,6 +21,8 @@ CODES: Final[dict[str, str]] = {
     "charge_overcurrent": "charge current above its limit",
     "discharge_overcurrent": "discharge current above its limit",
     "short_circuit": "short circuit protection",
+    "charger_overvoltage": "the charger's voltage is too high",
+    "charger_reversed": "the charger is connected with reversed polarity",
     # temperature
     "charge_overtemperature": "cell temperature too high to charge",
     "charge_undertemperature": "cell temperature too low to charge",
@@ -34,7 +36,11 @@ CODES: Final[dict[str, str]] = {
     "bms_overtemperature": "BMS board temperature too high",
     # state
     "soc_low": "state of charge low",
+    "soc_high": "state of charge high",
+    "temperature_imbalance": "the temperature spread between sensors is too large",
+    "external_communication_error": "external (vehicle/charger) communication failed",
     "capacity_low": "remaining capacity low",
+    "battery_full": "the BMS stopped charging: battery full",
     # hardware / internal
     "charge_mosfet_fault": "charge MOSFET failure",
     "discharge_mosfet_fault": "discharge MOSFET failure",

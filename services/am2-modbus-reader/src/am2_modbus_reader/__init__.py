@@ -1,0 +1,1 @@
+"""AM2 / PACE BMS Modbus RTU reader service."""
