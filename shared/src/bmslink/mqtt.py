@@ -63,6 +63,7 @@ class MqttRuntime:
         self._sticky: dict[str, _Sticky] = {}
         self._lock = threading.Lock()
         self._on_connect: list[Callable[[], None]] = []
+        self._session_up = False
         self._started = False
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -148,10 +149,13 @@ class MqttRuntime:
 
     def subscribe(self, pattern: str, handler: Handler, qos: int = 1) -> None:
         """Subscribe ``handler`` to ``pattern`` (wildcards allowed), now and after reconnects."""
+        self._client.message_callback_add(pattern, self._wrap(handler))
         with self._lock:
             self._subs[pattern] = (qos, handler)
-        self._client.message_callback_add(pattern, self._wrap(handler))
-        if self.connected.is_set():
+            session_up = self._session_up
+        # Subscribing twice is harmless; missing the window between a (re)connect's copy of the
+        # subscriptions and this call would not be.
+        if session_up:
             self._client.subscribe(pattern, qos)
 
     # --- paho callbacks (network thread) ---------------------------------------------------
@@ -184,6 +188,7 @@ class MqttRuntime:
         log.info("connected to %s:%s", self.config.host, self.config.port)
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         with self._lock:
+            self._session_up = True
             subs = [(p, q) for p, (q, _h) in self._subs.items()]
             sticky = list(self._sticky.items())
         if subs:
@@ -202,6 +207,8 @@ class MqttRuntime:
         self, _c: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         was = self.connected.is_set()
+        with self._lock:
+            self._session_up = False
         self.connected.clear()
         if was and self._started:
             log.warning("disconnected from broker (%s); reconnecting", reason)

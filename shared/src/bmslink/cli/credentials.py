@@ -144,6 +144,7 @@ def users_for(compose_file: Path, site: Path, profiles: set[str]) -> list[User]:
                 "topic read bms/+/availability",
                 "topic read bmslink/+/+/status",
                 "topic readwrite homeassistant/#",
+                f"topic readwrite bmslink/{service}/{instance}/#",  # index and sync topics
             ]
         users.append(user)
     users.append(
