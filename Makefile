@@ -3,7 +3,9 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PY_SRC := shared/src services tests tools
 
-.PHONY: help venv demo test lint typecheck pytest fmt bench clean uv mosquitto credentials
+.PHONY: help venv venv-test testdeps demo test lint typecheck pytest fmt bench clean uv mosquitto credentials
+TEST_APT := mosquitto mosquitto-clients socat dbus libdbus-1-dev libglib2.0-dev pkg-config
+RUN_TEST := $(UV) run --frozen --group bluez
 
 help:
 	@echo "make demo   - run broker + simulated batteries + readers and watch them live"
@@ -18,6 +20,19 @@ uv:
 venv: uv
 	@$(UV) sync --frozen --quiet
 
+# What the tests need from apt: a real broker, socat pty pairs, a D-Bus daemon for the mocked
+# BlueZ, and the headers that dbus-python (python-dbusmock) builds against.
+testdeps:
+	@missing=$$(for p in $(TEST_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $$missing (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing apt packages: $$missing (run: sudo apt-get install $$missing)"; exit 1; fi; \
+	fi
+
+venv-test: uv testdeps
+	@$(UV) sync --frozen --quiet --group bluez
+
 # Mosquitto: the installed binary, else apt when root, else the demo falls back to amqtt.
 mosquitto:
 	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then :; \
@@ -29,15 +44,15 @@ mosquitto:
 demo: venv mosquitto
 	@$(UV) run --frozen bmslink demo $(DEMO_ARGS)
 
-lint: venv
-	$(UV) run --frozen ruff check $(PY_SRC)
-	$(UV) run --frozen ruff format --check $(PY_SRC)
+lint: venv-test
+	$(RUN_TEST) ruff check $(PY_SRC)
+	$(RUN_TEST) ruff format --check $(PY_SRC)
 
-typecheck: venv
-	$(UV) run --frozen mypy
+typecheck: venv-test
+	$(RUN_TEST) mypy
 
-pytest: venv mosquitto
-	$(UV) run --frozen pytest -q $(PYTEST_ARGS)
+pytest: venv-test
+	$(RUN_TEST) pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
@@ -49,8 +64,8 @@ fmt: venv
 credentials: venv
 	$(UV) run --frozen bmslink credentials $(CREDENTIALS_ARGS)
 
-bench: venv
-	$(UV) run --frozen python -m tools.bench $(BENCH_ARGS)
+bench: venv-test
+	$(RUN_TEST) python -m tools.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .demo .bench .pytest_cache .mypy_cache .ruff_cache

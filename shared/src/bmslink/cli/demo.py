@@ -200,6 +200,8 @@ def demo_env(port: int, state: Path, sim_ports: Iterator[int]) -> dict[str, str]
         "BMSLINK_SIMULATOR_PORT": str(next(sim_ports)),
         "BMSLINK_MODEL_SIMULATOR_PORT": str(next(sim_ports)),
         "BMSLINK_PACE_SIMULATOR_PORT": str(next(sim_ports)),
+        "BMSLINK_DALY_A5_SIMULATOR_PORT": str(next(sim_ports)),
+        "BMSLINK_DALY_D2_SIMULATOR_PORT": str(next(sim_ports)),
         "BMSLINK_SITE": "./config/demo.toml",
         "BMSLINK_DATA": str(state),
     }

@@ -1,0 +1,220 @@
+"""End to end over serial: ``bmslink-sim-daly`` (pty / TCP) → daly-ble-reader → Mosquitto.
+
+Covers A5 with two boards on one bus (detection, multi-frame cells, identity), D2 with garbage
+and bad CRCs on the line, 0x81, the MOSFET command topic (refused when disabled, acknowledged by
+the next state when enabled), ``--capture``, and a bad configuration (exit 2 naming the key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from paho.mqtt import publish
+
+from bmslink import schema
+from tests.broker import Broker, recorder
+from tests.processes import stop
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.serial]
+
+
+@contextmanager
+def daly_simulator(*args: str) -> Iterator[dict[str, str]]:
+    """Run ``bmslink-sim-daly ARGS``; yields its READY fields (pty, tcp, ble)."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from battery_simulator.daly_app import main; sys.exit(main())",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 15
+        fields: dict[str, str] | None = None
+        while time.monotonic() < deadline and sel.select(deadline - time.monotonic()):
+            line = proc.stdout.readline()
+            if line.startswith("READY"):
+                fields = dict(part.split("=", 1) for part in line.split()[1:])
+                break
+            if not line:
+                break
+        assert fields is not None, f"simulator did not get ready: {args}"
+        yield fields
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def site(tmp_path: Path, port: int, body: str) -> Path:
+    path = tmp_path / "site.toml"
+    path.write_text(
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_max = 2\n'
+        f'[storage]\nstate_dir = "{tmp_path / "state"}"\nsave_interval = 1\n'
+        f"[daly.bus]\n{body}\n"
+    )
+    return path
+
+
+def start_reader(config: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daly_ble_reader",
+            "--config",
+            str(config),
+            "--instance",
+            "bus",
+            *extra,
+        ],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+COMMON = 'transport = "serial"\npoll_interval = 0.5\ncommand_gap = 0.0\nretries = 2\n'
+
+
+def test_a5_two_boards_over_tcp(broker: Broker, tmp_path: Path) -> None:
+    with daly_simulator("--tcp", "127.0.0.1:0", "--boards", "2", "--current", "-12.5") as sim:
+        body = (
+            COMMON + f'port = "socket://{sim["tcp"]}"\n'
+            'devices = [{id = "a5-1", board = 1}, {id = "a5-2", board = 2, protocol = "a5"}]\n'
+        )
+        capture = tmp_path / "capture.jsonl"
+        with recorder(broker.port, "bms/#", "bmslink/#") as rec:
+            reader = start_reader(site(tmp_path, broker.port, body), "--capture", str(capture))
+            try:
+                first = rec.wait_topic("bms/a5-1/state", timeout=20)
+                second = rec.wait_topic("bms/a5-2/state", timeout=20)
+                info = rec.wait_topic("bms/a5-1/info", timeout=5)
+                rec.wait_topic("bms/a5-2/availability", b"online", timeout=5)
+                rec.wait_topic("bmslink/daly-ble-reader/bus/status", b"online", timeout=5)
+            finally:
+                assert stop(reader) == 0
+    s1 = schema.decode(schema.STATE_DECODER, first.payload)
+    s2 = schema.decode(schema.STATE_DECODER, second.payload)
+    for s in (s1, s2):
+        assert s.current == pytest.approx(-12.5)  # simulator discharging at 12.5 A
+        assert len(s.cell_voltages) == 16 and all(3.3 < v < 3.4 for v in s.cell_voltages)
+        assert s.voltage == pytest.approx(sum(s.cell_voltages), abs=0.1)
+        assert s.temperatures == [24.0, 25.0]
+        assert s.cycles == 42 and s.charge_enabled is True and s.discharge_enabled is True
+        assert 79 < (s.soc or 0) <= 80
+        assert s.balancing_cells == [1]
+        assert s.power == pytest.approx(s.voltage * s.current, abs=0.5)
+    ident = schema.decode(schema.INFO_DECODER, info.payload)
+    assert (ident.protocol, ident.cell_count, ident.model) == ("daly-a5", 16, "DL-BMS-SIM-A5")
+    assert ident.design_capacity == 280.0
+    remembered = json.loads((tmp_path / "state" / "daly-ble-reader-bus-devices.json").read_text())
+    assert remembered["a5-1"] == {"protocol": "a5", "host": 0x40}
+    records = [json.loads(line) for line in capture.read_text().splitlines()]
+    assert {r["dir"] for r in records} == {"tx", "rx"}
+    assert any(r["data"].startswith("a54190") for r in records)  # board 2 from host 0x40
+
+
+def test_d2_over_pty_survives_garbage_and_bad_crc_and_switches(
+    broker: Broker, tmp_path: Path
+) -> None:
+    link = tmp_path / "ttyDALY"
+    with daly_simulator(
+        "--pty-link",
+        str(link),
+        "--protocol",
+        "d2",
+        "--current",
+        "-12.5",
+        "--garbage",
+        "00ffd203",
+        "--bad-crc-every",
+        "3",
+    ):
+        body = (
+            COMMON
+            + f'port = "{link}"\ncontrol = true\ndevices = [{{id = "d2", protocol = "d2"}}]\n'
+        )
+        with recorder(broker.port, "bms/#") as rec:
+            reader = start_reader(site(tmp_path, broker.port, body))
+            try:
+                state = rec.wait_topic("bms/d2/state", timeout=20)
+                mark = rec.mark()
+                publish.single("bms/d2/set", b'{"charge_enabled": false}', qos=1, port=broker.port)
+                result = rec.wait_topic("bms/d2/set/result", timeout=15, after=mark)
+                after = rec.wait_for(
+                    lambda m: (
+                        m.topic == "bms/d2/state"
+                        and schema.decode(schema.STATE_DECODER, m.payload).charge_enabled is False
+                    ),
+                    timeout=10,
+                    after=mark,
+                )
+                mark = rec.mark()
+                publish.single("bms/d2/set", b'{"charge": 1}', qos=1, port=broker.port)
+                bad = rec.wait_topic("bms/d2/set/result", timeout=10, after=mark)
+            finally:
+                assert stop(reader) == 0
+    s = schema.decode(schema.STATE_DECODER, state.payload)
+    assert len(s.cell_voltages) == 16 and s.mosfet_temperature is None
+    assert s.charge_enabled is True and s.current == pytest.approx(-12.5)
+    ok = schema.decode(schema.RESULT_DECODER, result.payload)
+    assert ok.ok is True and ok.error is None
+    switched = schema.decode(schema.STATE_DECODER, after.payload)
+    assert (switched.charge_enabled, switched.discharge_enabled) == (False, True)
+    refused = schema.decode(schema.RESULT_DECODER, bad.payload)
+    assert refused.ok is False and "charge" in (refused.error or "")
+
+
+def test_control_disabled_is_refused_with_a_result(broker: Broker, tmp_path: Path) -> None:
+    with daly_simulator("--tcp", "127.0.0.1:0", "--protocol", "p81") as sim:
+        body = COMMON + f'port = "socket://{sim["tcp"]}"\ndevices = [{{id = "k1"}}]\n'
+        with recorder(broker.port, "bms/#") as rec:
+            reader = start_reader(site(tmp_path, broker.port, body))
+            try:
+                state = rec.wait_topic("bms/k1/state", timeout=20)
+                info = rec.wait_topic("bms/k1/info", timeout=5)
+                mark = rec.mark()
+                publish.single("bms/k1/set", b'{"discharge_enabled": false}', port=broker.port)
+                result = rec.wait_topic("bms/k1/set/result", timeout=10, after=mark)
+            finally:
+                assert stop(reader) == 0
+    s = schema.decode(schema.STATE_DECODER, state.payload)
+    assert schema.decode(schema.INFO_DECODER, info.payload).protocol == "daly-81"
+    assert len(s.cell_voltages) == 16 and s.discharge_enabled is True
+    assert (s.mosfet_temperature, s.bms_temperature) == (30.0, 28.0)
+    r = schema.decode(schema.RESULT_DECODER, result.payload)
+    assert r.ok is False and "control = true" in (r.error or "")
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text('[daly.bus]\ntransport = "ble"\ndevices = [{id = "x"}]\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "daly_ble_reader", "--config", str(path), "--instance", "bus"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "daly.bus.devices[0].address" in proc.stderr
