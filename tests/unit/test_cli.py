@@ -68,7 +68,7 @@ def test_interpolation_follows_compose_rules() -> None:
 
 
 def test_demo_runs_the_demo_profile_of_compose_yaml_with_installed_commands(tmp_path: Path) -> None:
-    env = demo.demo_env(1999, tmp_path, iter(range(4000, 4008)))
+    env = demo.demo_env(1999, tmp_path, iter(range(4000, 4012)))
     specs = {s.name: s for s in demo.load_services(ROOT / "compose.yaml", env)}
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     expected = {

@@ -202,6 +202,8 @@ def demo_env(port: int, state: Path, sim_ports: Iterator[int]) -> dict[str, str]
         "BMSLINK_PACE_SIMULATOR_PORT": str(next(sim_ports)),
         "BMSLINK_DALY_A5_SIMULATOR_PORT": str(next(sim_ports)),
         "BMSLINK_DALY_D2_SIMULATOR_PORT": str(next(sim_ports)),
+        "BMSLINK_CAN_SIMULATOR_PORT": str(next(sim_ports)),
+        "BMSLINK_INVERTER_SIMULATOR_PORT": str(next(sim_ports)),
         "BMSLINK_SITE": "./config/demo.toml",
         "BMSLINK_DATA": str(state),
     }
@@ -242,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    env = {**os.environ, **demo_env(args.port, workdir / "state", iter([free_port() for _ in range(8)]))}
+    env = {**os.environ, **demo_env(args.port, workdir / "state", iter([free_port() for _ in range(12)]))}
     specs = load_services(compose, env)
     started = time.monotonic()
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []

@@ -1,0 +1,1 @@
+"""can-inverter-emulator: the bank as one Pylontech LV CAN BMS, one output per inverter."""

@@ -1,0 +1,1 @@
+"""can-reader: one Pylontech LV CAN BMS per CAN interface, published to MQTT."""
