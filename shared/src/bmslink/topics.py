@@ -105,7 +105,7 @@ SERVICE_STATUS: Final = Topic(
     "the process is connected; offline is the retained MQTT last will",
 )
 HASS_DISCOVERY: Final = Topic(
-    "{prefix}/device/{id}/config",
+    "{prefix}/device/bmslink_{id}/config",
     "Home Assistant device discovery",
     True,
     1,
@@ -113,7 +113,52 @@ HASS_DISCOVERY: Final = Topic(
     "device-based discovery configs (prefix default homeassistant)",
 )
 
-TOPICS: Final = (STATE, INFO, AVAILABILITY, SET, SET_RESULT, SERVICE_STATUS, HASS_DISCOVERY)
+INVERTER_LINK: Final = Topic(
+    "bmslink/can-inverter-emulator/{instance}/{output}/link",
+    "up | down",
+    True,
+    1,
+    "can-inverter-emulator",
+    "the inverter's 0x305 heartbeat seen within 5 s on that output",
+)
+INVERTER_MODE: Final = Topic(
+    "bmslink/can-inverter-emulator/{instance}/{output}/mode",
+    "normal | failsafe",
+    True,
+    1,
+    "can-inverter-emulator",
+    "failsafe while the bank state is missing, stale or fail-safe",
+)
+HASS_INDEX: Final = Topic(
+    "bmslink/hass-discovery/{instance}/index",
+    "JSON: config topics per device",
+    True,
+    1,
+    "hass-discovery",
+    "what discovery published, so devices that left are cleared (no ghosts)",
+)
+HASS_SYNC: Final = Topic(
+    "bmslink/hass-discovery/{instance}/sync",
+    "nonce",
+    False,
+    1,
+    "hass-discovery",
+    "end-of-retained marker after a (re)connect",
+)
+
+TOPICS: Final = (
+    STATE,
+    INFO,
+    AVAILABILITY,
+    SET,
+    SET_RESULT,
+    SERVICE_STATUS,
+    HASS_DISCOVERY,
+    INVERTER_LINK,
+    INVERTER_MODE,
+    HASS_INDEX,
+    HASS_SYNC,
+)
 
 
 def markdown_table() -> str:

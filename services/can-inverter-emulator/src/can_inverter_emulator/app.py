@@ -28,9 +28,9 @@ from can_inverter_emulator.output import BankFeed, Output
 from can_inverter_emulator.transport import BusOpenError, open_bus
 
 SERVICE = "can-inverter-emulator"
-LINK_TOPIC = "bmslink/can-inverter-emulator/{instance}/{output}/link"
+LINK_TOPIC = topics.INVERTER_LINK.pattern
 """Retained ``up``/``down``: whether the inverter's 0x305 arrived within ``heartbeat_timeout``."""
-MODE_TOPIC = "bmslink/can-inverter-emulator/{instance}/{output}/mode"
+MODE_TOPIC = topics.INVERTER_MODE.pattern
 """Retained ``normal``/``failsafe``: which frame set the output sends now."""
 STATS_PERIOD = 60.0
 _RECV_SLICE = 0.1

@@ -42,12 +42,12 @@ log = logging.getLogger(SERVICE)
 
 def index_topic(instance: str) -> str:
     """``bmslink/hass-discovery/<instance>/index`` (retained): what an earlier run published."""
-    return f"bmslink/{SERVICE}/{instance}/index"
+    return topics.HASS_INDEX.format(instance=instance)
 
 
 def sync_topic(instance: str) -> str:
     """``bmslink/hass-discovery/<instance>/sync`` (not retained): the end-of-retained marker."""
-    return f"bmslink/{SERVICE}/{instance}/sync"
+    return topics.HASS_SYNC.format(instance=instance)
 
 
 class Discovery:

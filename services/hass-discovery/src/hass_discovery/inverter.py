@@ -11,8 +11,7 @@ QoS 1, only when the value changes and again after every reconnect (sticky):
   ``normal``/``failsafe``: which frame set the output sends;
 
 and per instance its service status ``bmslink/can-inverter-emulator/<instance>/status``.
-The two patterns repeat the emulator's (``can_inverter_emulator.app``; a test keeps them equal,
-since a service never imports another) until they move to ``bmslink.topics``.
+Both patterns come from the topic registry (``bmslink.topics.INVERTER_LINK``/``INVERTER_MODE``).
 """
 
 from __future__ import annotations
@@ -20,8 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-LINK_TOPIC: Final = "bmslink/{service}/{instance}/{output}/link"
-MODE_TOPIC: Final = "bmslink/{service}/{instance}/{output}/mode"
+from bmslink import topics
+
+LINK_TOPIC: Final = topics.INVERTER_LINK.pattern
+MODE_TOPIC: Final = topics.INVERTER_MODE.pattern
 
 
 @dataclass(frozen=True, slots=True)
