@@ -246,7 +246,11 @@ def test_model_other_commands() -> None:
     stack = model()
     assert stack.respond(REQ_4F) == b"~200246000000FDB2\r"  # doc §8.2
     assert ok(stack.respond(req(3, 0x4F, ver=0x00))).cid2 == 0  # "battery ignores VER"
-    assert stack.respond(req(2, 0x44, b"\x02")) == b"~200246040000FDAE\r"  # RTN 04 (doc §5)
+    # an idle US2000C's 0x44 is byte for byte the real one (martiby, doc §8.5)
+    assert stack.respond(req(2, 0x44, b"\x02")) == (
+        b"~20024600A04210020F000000000000000000000000000000050000000000000000000E00000000F108\r"
+    )
+    assert stack.respond(req(2, 0x94, bytes(9))) == b"~200246040000FDAE\r"  # RTN 04 (doc §5)
     assert ok(stack.respond(req(2, 0x42, b"\x03"))).cid2 == 0x06  # INFO names another pack
     assert ok(stack.respond(req(2, 0x42, b"\x02", ver=0x21))).cid2 == 0x01  # VER error
     two_byte = decode_analog(ok(stack.respond(req(2, 0x42, b"\x02\x01"))).info)

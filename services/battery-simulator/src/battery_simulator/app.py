@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ from battery_simulator.config import SimulatorConfig, parse_args
 from battery_simulator.line import Line, PtyLine, TcpLine
 from battery_simulator.pylontech import CurrentProfile, ModelStack, PylontechStack, ReplayStack
 
-__all__ = ["build_stack", "main"]
+__all__ = ["FaultsWatcher", "build_stack", "main"]
 
 log = logging.getLogger("battery_simulator")
 
@@ -38,6 +39,44 @@ def build_stack(cfg: SimulatorConfig) -> PylontechStack:
         period_s=cfg.current_period_s,
     )
     return ModelStack(cfg.packs, profile=profile, answer_ff=cfg.answer_ff, seed=cfg.seed)
+
+
+class FaultsWatcher:
+    """Applies a JSON faults file to ``stack.faults`` whenever the file changes (``--faults-file``).
+
+    A missing file clears every fault; a malformed one is logged and ignored (the previous
+    faults stay), so a half-written file never stops the simulator.
+    """
+
+    def __init__(self, path: Path, stack: PylontechStack) -> None:
+        self.path = path
+        self.stack = stack
+        self._seen: tuple[int, int] | None = None
+        self.poll()
+
+    def poll(self) -> None:
+        """Re-read the file if its mtime/size changed."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            if self._seen is not None:
+                self.stack.faults.clear()
+                log.info("faults file %s removed: faults cleared", self.path)
+            self._seen = None
+            return
+        key = (st.st_mtime_ns, st.st_size)
+        if key == self._seen:
+            return
+        self._seen = key
+        try:
+            values = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+            if not isinstance(values, dict):
+                raise ValueError("expected a JSON object")
+            self.stack.faults.update(values)
+        except (OSError, ValueError) as exc:
+            log.warning("faults file %s ignored: %s", self.path, exc)
+            return
+        log.info("faults now %s", self.stack.faults)
 
 
 def _make_link(link: Path, target: str) -> None:
@@ -114,8 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "serving %s at %d Bd", "replay" if cfg.replay else f"{len(cfg.packs)} packs", cfg.baud
         )
         print(f"READY pty={pty_text} tcp={tcp_text}", flush=True)
-        while not stop.wait(0.5):
-            pass
+        watcher = FaultsWatcher(cfg.faults_file, stack) if cfg.faults_file else None
+        while not stop.wait(0.2):
+            if watcher is not None:
+                watcher.poll()
         return 0
     except KeyboardInterrupt:
         return 0

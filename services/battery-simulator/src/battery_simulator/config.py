@@ -31,6 +31,8 @@ class SimulatorConfig:
         current_period_s: model: period of the sine current, seconds.
         seed: random seed (noise, offsets, garbage), or ``None``.
         log_level: logging level name.
+        faults_file: JSON file of :class:`~battery_simulator.pylontech.Faults` fields, re-read
+            when it changes (fault injection on demand), or ``None``.
     """
 
     pty: bool = False
@@ -47,6 +49,7 @@ class SimulatorConfig:
     current_period_s: float = 600.0
     seed: int | None = None
     log_level: str = "INFO"
+    faults_file: Path | None = None
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -109,7 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     excl.add_argument(
         "--model",
         metavar="SPEC",
-        help="simulate packs MODEL[:SOC%%],... at ADR 2.. e.g. US2000C,US3000C:80,US5000",
+        help=(
+            "simulate packs MODEL[:SOC%%][@ADR],... (Pylontech at ADR 2.., BEAVER at 0..3), "
+            "e.g. US2000C,US3000C:80,US5000,BEAVER or US2000C,US3000C@0x12"
+        ),
     )
     source.add_argument(
         "--no-derive",
@@ -142,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="model: period of the sine current, s (default 600)",
     )
     p.add_argument("--seed", type=int, help="random seed, for reproducible noise")
+    p.add_argument(
+        "--faults-file",
+        metavar="FILE",
+        type=Path,
+        help=(
+            'inject faults on demand: JSON such as {"silence": true, "addresses": [3]} '
+            "(fields of Faults), re-read when it changes; a missing file means no fault"
+        ),
+    )
     p.add_argument(
         "--log-level",
         default="INFO",
@@ -194,4 +209,5 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
         current_period_s=ns.current_period,
         seed=ns.seed,
         log_level=ns.log_level,
+        faults_file=ns.faults_file,
     )

@@ -13,7 +13,7 @@ from msgspec import Meta
 
 from bmslink.schema import DeviceId
 
-Address = Annotated[int, Meta(ge=1, le=254)]
+Address = Annotated[int, Meta(ge=0, le=254)]
 
 
 class BusConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -34,6 +34,12 @@ class BusConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
       ``ids`` maps an address (as a string key) to an explicit id.
     - ``capture``: path of a JSON-lines capture of every request and response (for bug reports
       and the simulator's replay), or null.
+    - ``dialect``: ``auto`` (default: Pylontech, switching a pack to the Maple Leaf Beaver
+      dialect when it answers with VER 0x21), ``pylontech`` (VER 0x20 only) or ``beaver``
+      (VER 0x21, INFO 00, ADR 0..3, doc §12).
+    - ``management_interval`` (s): period of 0x92 (CVL/DVL/CCL/DCL, charge/discharge enable);
+      ``parameters_interval`` (s): period of 0x47 (system parameters). Identity (0x4F, 0x51,
+      0x93, 0x96) is read at start and whenever a pack comes back online.
     """
 
     port: str
@@ -50,6 +56,21 @@ class BusConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id_prefix: DeviceId | None = None
     ids: dict[str, DeviceId] = msgspec.field(default_factory=dict)
     capture: str | None = None
+    dialect: Literal["auto", "pylontech", "beaver"] = "auto"
+    management_interval: Annotated[float, Meta(ge=0, le=86400)] = 30.0
+    parameters_interval: Annotated[float, Meta(ge=0, le=86400)] = 3600.0
+
+    def __post_init__(self) -> None:
+        if len(set(self.addresses)) != len(self.addresses):
+            raise ValueError(f"duplicate address in {self.addresses} - at `$.addresses`")
+        if self.dialect == "pylontech" and {0, 1} & set(self.addresses):
+            raise ValueError(
+                "Pylontech packs start at ADR 2 (0 and 1 are reserved) - at `$.addresses`"
+            )
+        if self.dialect == "beaver" and not set(self.addresses) <= set(range(4)):
+            raise ValueError("a Beaver answers at ADR 0..3 - at `$.addresses`")
+        if self.stack_query == "ff" and self.dialect == "beaver":
+            raise ValueError("the Beaver has no INFO=FF group read - at `$.stack_query`")
 
 
 def device_id(bus: BusConfig, instance: str, address: int) -> str:

@@ -3,7 +3,8 @@
 All I/O of the reader lives here. :meth:`SerialTransport.exchange` sends one request and reads
 one frame (``~`` .. CR) against an overall deadline, following
 ../shared/protocols/pylontech-rs485.md §10.1: flush RX before sending, read to CR (never
-``readline``), parse from the last ``~`` before the CR, skip an echo of the request.
+``readline``), parse from the last ``~`` before the CR, skip an echo of the request and late
+replies from other addresses.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class SerialTransport:
         self.baudrate = baudrate
         self.capture = capture
         self.noise_bytes = 0
+        self.stale_frames = 0
+        self._request = b""
+        self._buffer = bytearray()
         self._port: serial.Serial | None = None
 
     @property
@@ -77,8 +81,9 @@ class SerialTransport:
                 port.close()
 
     def exchange(self, request: bytes, timeout: float) -> bytes | None:
-        """Send ``request`` and return the first frame that is not its echo, or None when
-        nothing complete arrived within ``timeout`` s. Raises :class:`LinkError` if the port
+        """Send ``request`` and return the first frame that is neither its echo nor from
+        another ADR (a late reply to an earlier request, counted in ``stale_frames``), or None
+        when nothing complete arrived within ``timeout`` s. Raises :class:`LinkError` if the port
         fails (it is then closed; the next call reopens it)."""
         self.open()
         port = self._port
@@ -86,10 +91,27 @@ class SerialTransport:
         try:
             port.reset_input_buffer()
             port.write(request)
-            if self.capture:
-                self.capture.write("tx", request)
-            deadline = time.monotonic() + timeout
-            buffer = bytearray()
+        except (serial.SerialException, OSError, termios.error) as exc:
+            # termios.error (not an OSError) is what a vanished pty/USB port raises on flush
+            self.close()
+            raise LinkError(f"{self.url}: {exc}") from exc
+        if self.capture:
+            self.capture.write("tx", request)
+        self._request = request
+        self._buffer.clear()
+        return self.next_frame(timeout)
+
+    def next_frame(self, timeout: float) -> bytes | None:
+        """The next frame answering the last request (same filters as :meth:`exchange`) within
+        ``timeout`` s, without sending anything: used after a refused frame, so that a late
+        reply to an earlier request does not shift every following answer by one."""
+        port = self._port
+        if port is None:
+            return None
+        request = self._request
+        buffer = self._buffer
+        deadline = time.monotonic() + timeout
+        try:
             while True:
                 cr = buffer.find(b"\r")
                 while cr >= 0:
@@ -101,7 +123,11 @@ class SerialTransport:
                         frame = raw[start:]
                         if self.capture:
                             self.capture.write("rx", frame)
-                        if frame != request:
+                        if frame == request:
+                            pass  # our own echo (half-duplex adapter), doc §5
+                        elif frame[3:5].upper() != request[3:5].upper():
+                            self.stale_frames += 1  # a late reply to an earlier request
+                        else:
                             return frame
                     cr = buffer.find(b"\r")
                 remaining = deadline - time.monotonic()
@@ -112,6 +138,5 @@ class SerialTransport:
                 if chunk:
                     buffer += chunk
         except (serial.SerialException, OSError, termios.error) as exc:
-            # termios.error (not an OSError) is what a vanished pty/USB port raises on flush
             self.close()
             raise LinkError(f"{self.url}: {exc}") from exc
