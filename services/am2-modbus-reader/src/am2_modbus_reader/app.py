@@ -6,20 +6,18 @@ Publishes ``bms/<id>/state``, ``bms/<id>/info`` and ``bms/<id>/availability`` pe
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 
 from am2_modbus_reader.config import BusConfig, device_ids
 from am2_modbus_reader.poller import SERVICE, Poller
 from am2_modbus_reader.transport import CaptureWriter, ModbusTransport
 from bmslink.derived import EnergyStore
+from bmslink.polling import run_polling
 from bmslink.publisher import DevicePublisher
 from bmslink.service import base_parser, start_service
 
-STATS_PERIOD = 60.0
 log = logging.getLogger(SERVICE)
 
 
@@ -43,22 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info(
         "polling %s at %d Bd, slaves %s, %d cells", bus.port, bus.baudrate, bus.addresses, bus.cells
     )
-    next_stats = time.monotonic() + STATS_PERIOD
-    while not ctx.stop.is_set():
-        started = time.monotonic()
-        try:
-            poller.poll_once()
-        except Exception:
-            # A bug must not take the bus down with it: log, count, keep polling.
-            poller.stats.refused["internal_error"] += 1
-            log.exception("poll cycle failed")
-        if started >= next_stats:
-            log.info("stats %s", json.dumps(poller.stats.as_dict()))
-            next_stats = started + STATS_PERIOD
-        ctx.stop.wait(max(0.0, bus.poll_interval - (time.monotonic() - started)))
-    log.info("stats %s", json.dumps(poller.stats.as_dict()))
-    ctx.close()
-    return 0
+    return run_polling(ctx, poller.poll_once, bus.poll_interval, poller.stats)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Protocol, TypeVar
 from am2_modbus_reader.config import BusConfig, device_id
 from am2_modbus_reader.transport import LinkError, ModbusTransport, NoAnswer
 from bmslink.derived import EnergyStore, complete
+from bmslink.polling import PollStats, Reconnect
 from bmslink.protocols import modbus_rtu as rtu
 from bmslink.protocols import pace_modbus as pace
 from bmslink.publisher import Availability
@@ -66,27 +67,11 @@ class Pack:
 
 
 @dataclass
-class Stats:
+class Stats(PollStats):
     """Counters: transactions, answers, timeouts, link errors, refused replies by error type
     (``CrcError``, ``ExceptionReplyError:2``, ``FrameError``...) and implausible values by field."""
 
-    requests: int = 0
-    answers: int = 0
-    timeouts: int = 0
-    link_errors: int = 0
-    refused: collections.Counter[str] = field(default_factory=collections.Counter)
     implausible: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready view."""
-        return {
-            "requests": self.requests,
-            "answers": self.answers,
-            "timeouts": self.timeouts,
-            "link_errors": self.link_errors,
-            "refused": dict(self.refused),
-            "implausible": dict(self.implausible),
-        }
 
 
 class Poller:
@@ -119,9 +104,7 @@ class Poller:
             pid = device_id(bus, instance, address)
             self.packs[address] = Pack(address, pid, Availability(pid, bus.offline_after))
         self._last_frame = 0.0
-        self._link_down_since: float | None = None
-        self._reopen_delay = 1.0
-        self._next_open = 0.0
+        self.reconnect = Reconnect(transport.url)
 
     # --- one cycle -------------------------------------------------------------------------
 
@@ -140,31 +123,22 @@ class Poller:
     def _link_ready(self) -> bool:
         if self.transport.is_open:
             return True
-        now = time.monotonic()
-        if now < self._next_open:
+        if not self.reconnect.due():
             return False
         try:
             self.transport.open()
         except LinkError as exc:
             self._link_failed(exc)
             return False
-        self._reopen_delay = 1.0
+        self.reconnect.succeeded()
         for pack in self.packs.values():  # a new connection: re-read identity and settings
             pack.identity = None
             pack.settings = None
-        if self._link_down_since is not None:
-            log.info("%s is back after %.1f s", self.transport.url, now - self._link_down_since)
-            self._link_down_since = None
         return True
 
     def _link_failed(self, exc: LinkError) -> None:
         self.stats.link_errors += 1
-        now = time.monotonic()
-        if self._link_down_since is None:
-            self._link_down_since = now
-            log.warning("%s; packs offline, reopening with back-off", exc)
-        self._next_open = now + self._reopen_delay
-        self._reopen_delay = min(self._reopen_delay * 2, 30.0)
+        self.reconnect.failed(exc)
         for pack in self.packs.values():
             self._report(pack, pack.availability.lost())
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import can
 
 from bmslink import schema, topics
+from bmslink.canbus import BusOpenError, open_bus
 from bmslink.service import base_parser, start_service
 from can_inverter_emulator.config import EmulatorConfig
 from can_inverter_emulator.output import BankFeed, Output
-from can_inverter_emulator.transport import BusOpenError, open_bus
 
 SERVICE = "can-inverter-emulator"
 LINK_TOPIC = topics.INVERTER_LINK.pattern

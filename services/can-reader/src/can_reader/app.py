@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 
 import can
 
+from bmslink.canbus import BusOpenError, open_bus
 from bmslink.derived import EnergyStore, complete
 from bmslink.protocols import pylontech_can as pc
 from bmslink.publisher import DevicePublisher
 from bmslink.service import base_parser, start_service
 from can_reader.assembler import Assembler
 from can_reader.config import ReaderConfig, device_ids
-from can_reader.transport import BusOpenError, open_bus
 
 SERVICE = "can-reader"
 STATS_PERIOD = 60.0

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from bmslink.derived import EnergyStore, complete
+from bmslink.polling import PollStats, Reconnect
 from bmslink.protocols import pylontech_rs485 as pylon
 from bmslink.publisher import Availability
 from bmslink.schema import BatteryInfo, BatteryState
@@ -88,25 +89,8 @@ class Pack:
         self.next_management = self.next_parameters = 0.0
 
 
-@dataclass
-class Stats:
-    """Counters of requests, answers and refused frames (by error type)."""
-
-    requests: int = 0
-    answers: int = 0
-    timeouts: int = 0
-    link_errors: int = 0
-    refused: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready view."""
-        return {
-            "requests": self.requests,
-            "answers": self.answers,
-            "timeouts": self.timeouts,
-            "link_errors": self.link_errors,
-            "refused": dict(self.refused),
-        }
+Stats = PollStats
+"""Counters of requests, answers and refused frames (by error type)."""
 
 
 class Poller:
@@ -141,9 +125,7 @@ class Poller:
         for address in bus.addresses:
             self.pack_for(address)
         self._last_command = 0.0
-        self._link_down_since: float | None = None
-        self._reopen_delay = 1.0
-        self._next_open = 0.0
+        self.reconnect = Reconnect(transport.url)
         self._last_silent = False
 
     def pack_for(self, address: int) -> Pack:
@@ -182,28 +164,19 @@ class Poller:
     def _link_ready(self) -> bool:
         if self.transport.is_open:
             return True
-        now = time.monotonic()
-        if now < self._next_open:
+        if not self.reconnect.due():
             return False
         try:
             self.transport.open()
         except LinkError as exc:
             self._link_failed(exc)
             return False
-        self._reopen_delay = 1.0
-        if self._link_down_since is not None:
-            log.info("%s is back after %.1f s", self.transport.url, now - self._link_down_since)
-            self._link_down_since = None
+        self.reconnect.succeeded()
         return True
 
     def _link_failed(self, exc: LinkError) -> None:
         self.stats.link_errors += 1
-        now = time.monotonic()
-        if self._link_down_since is None:
-            self._link_down_since = now
-            log.warning("%s; packs offline, reopening with back-off", exc)
-        self._next_open = now + self._reopen_delay
-        self._reopen_delay = min(self._reopen_delay * 2, 30.0)
+        self.reconnect.failed(exc)
         self.group_identity.clear()
         for pack in self.packs.values():
             pack.reset_identity()

@@ -1,4 +1,5 @@
-"""Opening a python-can bus of the reader (all CAN I/O of the reader goes through it).
+"""Opening a python-can bus: the one place where can-reader and can-inverter-emulator open
+the CAN interface (``socketcan`` on a Pi, ``slcan`` for USB adapters, ``virtual`` in tests).
 
 python-can 4.6 facts used here (pylontech-can.md §10): ``slcan`` takes a device path or a
 pyserial URL (``socket://host:port``) and sleeps ``sleep_after_open`` s after opening (default
