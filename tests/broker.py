@@ -59,6 +59,7 @@ class Broker:
             "log_dest stderr",
             "log_type error",
             "log_type warning",
+            "set_tcp_nodelay true",
         ]
         if os.geteuid() == 0:
             lines.append("user root")

@@ -82,8 +82,12 @@ def test_demo_shows_the_capture_and_stops_cleanly(tmp_path: Path) -> None:
         ]
         assert broker_left == []
     finally:
-        if demo.poll() is None:
-            demo.kill()
+        if demo.poll() is None:  # a failed assertion: let the demo stop its children first
+            demo.terminate()
+            try:
+                demo.wait(15)
+            except subprocess.TimeoutExpired:
+                demo.kill()
         for pid in processes_with_env("BMSLINK_DEMO", str(tmp_path)):
             os.kill(pid, signal.SIGKILL)
 

@@ -147,9 +147,15 @@ class MqttRuntime:
         with self._lock:
             self._sticky.pop(topic, None)
 
-    def subscribe(self, pattern: str, handler: Handler, qos: int = 1) -> None:
-        """Subscribe ``handler`` to ``pattern`` (wildcards allowed), now and after reconnects."""
-        self._client.message_callback_add(pattern, self._wrap(handler))
+    def subscribe(
+        self, pattern: str, handler: Handler, qos: int = 1, *, drop_retained: bool = False
+    ) -> None:
+        """Subscribe ``handler`` to ``pattern`` (wildcards allowed), now and after reconnects.
+
+        ``drop_retained`` ignores retained messages (for commands: a command someone published
+        with the retain flag must not be re-applied at every restart); they are logged.
+        """
+        self._client.message_callback_add(pattern, self._wrap(handler, drop_retained))
         with self._lock:
             self._subs[pattern] = (qos, handler)
             session_up = self._session_up
@@ -160,8 +166,16 @@ class MqttRuntime:
 
     # --- paho callbacks (network thread) ---------------------------------------------------
 
-    def _wrap(self, handler: Handler) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
+    def _wrap(
+        self, handler: Handler, drop_retained: bool
+    ) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
         def call(_client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+            if drop_retained and message.retain:
+                log.warning(
+                    "ignoring a retained command on %s (commands must not be retained)",
+                    message.topic,
+                )
+                return
             try:
                 handler(message.topic, bytes(message.payload))
             except Exception:

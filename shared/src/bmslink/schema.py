@@ -91,6 +91,7 @@ def D(text: str) -> Meta:  # noqa: N802 - reads as a type annotation
 
 
 LimitsSource = Literal["bms", "override", "taper", "config", "failsafe"]
+MemberLimitSource = Literal["bms", "config", "default"]
 
 
 class _Message(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -204,6 +205,18 @@ class BankState(_CommonState, tag_field="kind", tag="bank", kw_only=True):
     cell_max_member: DeviceId | None = None
     limits_source: LimitsSource = "bms"
     override_expires: Timestamp | None = None
+    charge_limit_source: Annotated[LimitsSource, D("where the CCL came from")] | None = None
+    discharge_limit_source: Annotated[LimitsSource, D("where the DCL came from")] | None = None
+    charge_limited_by: Annotated[DeviceId, D("member whose share sets the CCL")] | None = None
+    discharge_limited_by: Annotated[DeviceId, D("member whose share sets the DCL")] | None = None
+    member_limit_sources: Annotated[
+        dict[DeviceId, MemberLimitSource],
+        D("per counted member: current limits from its BMS, the bank config or a default"),
+    ] = msgspec.field(default_factory=dict)
+    members_ts: Annotated[
+        dict[DeviceId, Timestamp], D("Unix time of each counted member's reading, s")
+    ] = msgspec.field(default_factory=dict)
+    soc_raw: Annotated[Soc, D("capacity-weighted SoC before the 99 % hold")] | None = None
 
 
 State = BatteryState | BankState

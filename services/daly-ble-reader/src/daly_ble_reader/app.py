@@ -76,7 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = DeviceStore(storage.state_dir, name)
     poller = Poller(cfg, DevicePublisher(ctx.mqtt), energy, ctx.instance, store, capture)
     for device in cfg.devices:
-        ctx.mqtt.subscribe(topics.SET.format(id=device.id), _command_handler(poller, device.id))
+        ctx.mqtt.subscribe(
+            topics.SET.format(id=device.id),
+            _command_handler(poller, device.id),
+            drop_retained=True,
+        )
     log.info(
         "polling %d Daly device(s) over %s%s",
         len(cfg.devices),

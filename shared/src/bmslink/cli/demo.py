@@ -143,6 +143,7 @@ def start_broker(workdir: Path, port: int, log_file: Path) -> subprocess.Popen[b
             "log_dest stderr",
             "log_type error",
             "log_type warning",
+            "set_tcp_nodelay true",
         ]
         if os.geteuid() == 0:
             lines.append("user root")
@@ -151,7 +152,8 @@ def start_broker(workdir: Path, port: int, log_file: Path) -> subprocess.Popen[b
     else:
         print("mosquitto not found: using the embedded pure-Python broker (amqtt, MQTT 3.1.1)")
         argv = [sys.executable, "-m", "bmslink.cli.fallback_broker", "--port", str(port)]
-    proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    env = {**os.environ, "BMSLINK_DEMO": str(workdir)}
+    proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, env=env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -1,8 +1,10 @@
 """``bmslink watch``: a live table of every ``bms/+/state`` on the broker (rich).
 
 Shows each battery and bank with availability, voltage, current, power, SoC, the cell summary,
-temperatures, limits and alarms, and the age of its last reading. ``--once N`` collects for N
-seconds, prints one table and exits (0 if at least one state arrived, else 1) — for scripts.
+temperatures, limits and alarms, and the age of its last reading; below it, one row per bank
+(members counted/configured, degraded/fail-safe, limits with their source and limiting member,
+the override lease, missing members). ``--once N`` collects for N seconds, prints the tables
+and exits (0 if at least one state arrived, else 1) — for scripts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 
@@ -133,6 +135,63 @@ def render(board: Board, title: str) -> Table:
     return table
 
 
+def _limit(value: float | None, source: str | None, by: str | None, enabled: bool | None) -> str:
+    text = _fmt(value, 1) + ("" if enabled is not False else " off")
+    return text + f" ({source or '?'}{', ' + by if by else ''})"
+
+
+def render_banks(board: Board) -> Table | None:
+    """One row per bank: members counted/configured, state, limits with their source, the
+    override lease and the missing members; None when there is no bank."""
+    now = time.time()
+    with board.lock:
+        banks = sorted(
+            (dev_id, dev.state)
+            for dev_id, dev in board.devices.items()
+            if isinstance(dev.state, schema.BankState)
+        )
+    if not banks:
+        return None
+    table = Table(title="banks", expand=False, header_style="bold")
+    for name in ("bank", "members", "state", "CVL/DVL V", "CCL A", "DCL A", "override", "missing"):
+        table.add_column(name)
+    for dev_id, s in banks:
+        if s.failsafe:
+            status = "[red]FAILSAFE[/]"
+        elif s.degraded:
+            status = "[yellow]degraded[/]"
+        else:
+            status = "[green]ok[/]"
+        lease = "–" if s.override_expires is None else f"{max(0.0, s.override_expires - now):.0f} s"
+        missing = [m for m in s.members if m not in s.members_online]
+
+        table.add_row(
+            dev_id,
+            f"{len(s.members_online)}/{len(s.members)}",
+            status,
+            f"{_fmt(s.charge_voltage_limit, 2)}/{_fmt(s.discharge_voltage_limit, 2)}",
+            _limit(
+                s.charge_current_limit, s.charge_limit_source, s.charge_limited_by, s.charge_enabled
+            ),
+            _limit(
+                s.discharge_current_limit,
+                s.discharge_limit_source,
+                s.discharge_limited_by,
+                s.discharge_enabled,
+            ),
+            lease,
+            ", ".join(missing),
+        )
+    return table
+
+
+def view(board: Board, title: str) -> RenderableType:
+    """The device table, and the bank table below it when a bank is on the broker."""
+    banks = render_banks(board)
+    devices = render(board, title)
+    return devices if banks is None else Group(devices, banks)
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register the ``watch`` sub-command."""
     p = sub.add_parser("watch", help="live table of every bms/+/state on the broker")
@@ -197,21 +256,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.once is not None:
             time.sleep(args.once)
-            console.print(render(board, title))
+            console.print(view(board, title))
             return 0 if any(d.state for d in board.devices.values()) else 1
         end = None if args.duration is None else time.monotonic() + args.duration
         if not console.is_terminal:
             # Not a terminal (a pipe, a log): a full table every 5 s instead of a live view.
             while end is None or time.monotonic() < end:
                 time.sleep(5 if end is None else max(0.0, min(5.0, end - time.monotonic())))
-                console.print(render(board, title))
+                console.print(view(board, title))
             return 0
-        with Live(
-            render(board, title), console=console, refresh_per_second=2, screen=False
-        ) as live:
+        with Live(view(board, title), console=console, refresh_per_second=2, screen=False) as live:
             while end is None or time.monotonic() < end:
                 time.sleep(0.5)
-                live.update(render(board, title))
+                live.update(view(board, title))
         return 0
     except KeyboardInterrupt:
         return 0

@@ -1,0 +1,1 @@
+"""bank-aggregator: one virtual BMS per bank, built from the ``bms/+/state`` of its members."""

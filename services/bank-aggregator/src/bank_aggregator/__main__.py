@@ -1,0 +1,7 @@
+"""``python -m bank_aggregator``."""
+
+import sys
+
+from bank_aggregator.app import main
+
+sys.exit(main())
