@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final, cast
 
+import msgspec
+
 from bmslink.protocols.fields import Field, decode_fields, encode_fields, table_size
 
 __all__ = [
@@ -314,8 +316,7 @@ _MAX_INFO_BYTES: Final = _MAX_LENID // 2  # 2047 (LENID must be even)
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(msgspec.Struct, frozen=True, gc=False):
     """A parsed (or to-be-built) frame. PYLON LV V3.3 §2.2, doc §2.
 
     Attributes:
@@ -561,8 +562,7 @@ _TAIL_BASE_SIZE: Final = table_size(_TAIL_BASE)  # 11
 _TAIL_EXT_SIZE: Final = table_size(MODULE_TAIL_FIELDS)  # 17
 
 
-@dataclass(frozen=True, slots=True)
-class ModuleAnalog:
+class ModuleAnalog(msgspec.Struct, frozen=True, gc=False):
     """One module block of a 0x42 reply, in SI/schema units (doc §8.4).
 
     Attributes:
@@ -603,8 +603,7 @@ class ModuleAnalog:
         return self.voltage * self.current
 
 
-@dataclass(frozen=True, slots=True)
-class AnalogValues:
+class AnalogValues(msgspec.Struct, frozen=True, gc=False):
     """Decoded INFO of a 0x42 reply (doc §8.4).
 
     Attributes:
