@@ -382,3 +382,15 @@ def test_bad_payloads_are_refused_and_counted(
     emulator.on_state("bms/bank1/state", b"")
     assert emulator.rejected == {"invalid": 2, "wrong_id": 1}
     assert emulator.feed.latest is None
+
+
+def test_sending_is_the_emulators_liveness(
+    emulator_setup: tuple[Emulator, dict[str, Inverter], list[tuple[str, str]]],
+) -> None:
+    emulator, inverters, _published = emulator_setup
+    wait_until(emulator.sending)
+    assert inverters["deye"].latest(0x351) is not None  # frames really went out
+    runner = emulator.runners["sma"]
+    runner.last_cycle_at = time.monotonic() - 60  # an output that stopped sending
+    runner.stop.set()
+    wait_until(lambda: not emulator.sending())

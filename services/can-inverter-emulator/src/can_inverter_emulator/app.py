@@ -33,6 +33,8 @@ LINK_TOPIC = topics.INVERTER_LINK.pattern
 MODE_TOPIC = topics.INVERTER_MODE.pattern
 """Retained ``normal``/``failsafe``: which frame set the output sends now."""
 STATS_PERIOD = 60.0
+HEALTH_PERIOD = 5.0
+"""s between two liveness checks (heartbeat for the container health check)."""
 _RECV_SLICE = 0.1
 _FAILED_CYCLES_BEFORE_REOPEN = 3
 
@@ -228,6 +230,15 @@ class Emulator:
             factory = (bus_factories or {}).get(name)
             self.runners[name] = OutputRunner(output, stop, notify, bus_factory=factory)
 
+    def sending(self) -> bool:
+        """Whether every output completed a frame cycle within 3 periods (at least 5 s)."""
+        now = time.monotonic()
+        for runner in self.runners.values():
+            last = runner.last_cycle_at
+            if last is None or now - last > max(5.0, 3 * runner.output.cfg.period):
+                return False
+        return True
+
     @property
     def state_topic(self) -> str:
         """``bms/<bank>/state``."""
@@ -288,8 +299,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ", ".join(f"{n}={o.interface}:{o.channel}" for n, o in config.outputs.items()),
         config.stale_after,
     )
-    while not ctx.stop.wait(STATS_PERIOD):
-        log.info("stats %s", json.dumps(emulator.stats()))
+    next_stats = time.monotonic() + STATS_PERIOD
+    while not ctx.stop.wait(HEALTH_PERIOD):
+        # Health for the emulator means "every output is sending frames" (bmslink.health):
+        # its MQTT publishes happen only on changes.
+        if emulator.sending():
+            ctx.mqtt.heartbeat.beat()
+        if time.monotonic() >= next_stats:
+            log.info("stats %s", json.dumps(emulator.stats()))
+            next_stats = time.monotonic() + STATS_PERIOD
     emulator.join()
     log.info("stats %s", json.dumps(emulator.stats()))
     ctx.close()
