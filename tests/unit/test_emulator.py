@@ -391,6 +391,7 @@ def test_sending_is_the_emulators_liveness(
     wait_until(emulator.sending)
     assert inverters["deye"].latest(0x351) is not None  # frames really went out
     runner = emulator.runners["sma"]
-    runner.last_cycle_at = time.monotonic() - 60  # an output that stopped sending
-    runner.stop.set()
-    wait_until(lambda: not emulator.sending())
+    runner.stop.set()  # every output stops (shared stop event) ...
+    emulator.join()
+    runner.last_cycle_at = time.monotonic() - 60  # ... and this one's last cycle is old
+    assert not emulator.sending()
