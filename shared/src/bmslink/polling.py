@@ -45,16 +45,27 @@ class PollStats:
         }
 
 
+class LinkLostError(Exception):
+    """The port stayed unusable for longer than ``give_up_after``: the service exits (status
+    :data:`EXIT_LINK_LOST`) so that the container's restart policy re-creates the device mapping
+    of an adapter that was unplugged and re-enumerated."""
+
+
+EXIT_LINK_LOST = 3
+
+
 class Reconnect:
     """When to try opening a lost port again: 1 s after the failure, doubling to ``max_delay``.
 
     ``what`` names the port in the log (one warning when the outage starts, one line when it
-    ends, with its duration).
+    ends, with its duration). ``give_up_after`` s (0 = never): :meth:`failed` raises
+    :class:`LinkLostError` once the outage is that long.
     """
 
-    def __init__(self, what: str, max_delay: float = 30.0) -> None:
+    def __init__(self, what: str, max_delay: float = 30.0, give_up_after: float = 0.0) -> None:
         self.what = what
         self.max_delay = max_delay
+        self.give_up_after = give_up_after
         self._delay = 1.0
         self._next = 0.0
         self._down_since: float | None = None
@@ -76,6 +87,8 @@ class Reconnect:
         if self._down_since is None:
             self._down_since = now
             log.warning("%s; devices offline, reopening with back-off", exc)
+        elif self.give_up_after > 0 and now - self._down_since >= self.give_up_after:
+            raise LinkLostError(f"{self.what} unusable for {now - self._down_since:.0f} s: {exc}")
         self._next = now + self._delay
         self._delay = min(self._delay * 2, self.max_delay)
 
@@ -84,12 +97,18 @@ def run_polling(
     ctx: ServiceContext, poll_once: Callable[[], None], interval: float, stats: PollStats
 ) -> int:
     """Call ``poll_once`` every ``interval`` s until the service is asked to stop, then close
-    the context (devices offline, status ``offline``). Returns the exit status (0)."""
+    the context (devices offline, status ``offline``). Returns the exit status: 0, or
+    :data:`EXIT_LINK_LOST` when the port stayed lost too long (:class:`LinkLostError`)."""
     next_stats = time.monotonic() + STATS_PERIOD
+    status = 0
     while not ctx.stop.is_set():
         started = time.monotonic()
         try:
             poll_once()
+        except LinkLostError as exc:
+            log.error("%s; exiting so that the restart policy re-opens the adapter", exc)
+            status = EXIT_LINK_LOST
+            break
         except Exception:
             # A bug must not take the bus down with it: log, count, keep polling.
             stats.refused["internal_error"] += 1
@@ -100,4 +119,4 @@ def run_polling(
         ctx.stop.wait(max(0.0, interval - (time.monotonic() - started)))
     log.info("stats %s", json.dumps(stats.as_dict()))
     ctx.close()
-    return 0
+    return status

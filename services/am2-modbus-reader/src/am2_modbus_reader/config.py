@@ -63,6 +63,7 @@ class BusConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id_prefix: DeviceId | None = None
     ids: dict[str, DeviceId] = msgspec.field(default_factory=dict)
     capture: str | None = None
+    exit_after_link_lost: Annotated[float, Meta(ge=0, le=86400)] = 0.0
 
     def __post_init__(self) -> None:
         if len(set(self.addresses)) != len(self.addresses):

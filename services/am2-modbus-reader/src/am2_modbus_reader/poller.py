@@ -104,7 +104,7 @@ class Poller:
             pid = device_id(bus, instance, address)
             self.packs[address] = Pack(address, pid, Availability(pid, bus.offline_after))
         self._last_frame = 0.0
-        self.reconnect = Reconnect(transport.url)
+        self.reconnect = Reconnect(transport.url, give_up_after=bus.exit_after_link_lost)
 
     # --- one cycle -------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ class BusConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     id_prefix: DeviceId | None = None
     ids: dict[str, DeviceId] = msgspec.field(default_factory=dict)
     capture: str | None = None
+    exit_after_link_lost: Annotated[float, Meta(ge=0, le=86400)] = 0.0
     dialect: Literal["auto", "pylontech", "beaver"] = "auto"
     management_interval: Annotated[float, Meta(ge=0, le=86400)] = 30.0
     parameters_interval: Annotated[float, Meta(ge=0, le=86400)] = 3600.0

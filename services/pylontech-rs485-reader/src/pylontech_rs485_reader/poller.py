@@ -125,7 +125,7 @@ class Poller:
         for address in bus.addresses:
             self.pack_for(address)
         self._last_command = 0.0
-        self.reconnect = Reconnect(transport.url)
+        self.reconnect = Reconnect(transport.url, give_up_after=bus.exit_after_link_lost)
         self._last_silent = False
 
     def pack_for(self, address: int) -> Pack:
