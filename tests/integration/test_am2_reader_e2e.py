@@ -7,70 +7,28 @@ exception. Real processes, a real broker (the ``broker`` fixture), a real subscr
 from __future__ import annotations
 
 import json
-import os
-import selectors
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bmslink import schema
 from tests.broker import Broker, recorder
-from tests.processes import Simulator, stop
+from tests.processes import (
+    PACE_SIM,
+    line_args,
+    run_service,
+    site_section,
+    start_service,
+    start_simulator,
+    stop,
+    write_site,
+)
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.serial]
 
+READER = "am2_modbus_reader"
 PACKS = ("--packs", "1:AM2:86,2:AM2:60,3,4", "--silent", "3", "--exception", "4:2")
-
-
-def start_pace_simulator(*args: str, timeout: float = 15.0) -> Simulator:
-    """Run ``bmslink-sim-pace ARGS`` (as ``python -c``) and wait for its READY line."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from battery_simulator.pace_app import main; sys.exit(main())",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and sel.select(max(0.0, deadline - time.monotonic())):
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.startswith("READY"):
-            fields = dict(part.split("=", 1) for part in line.split()[1:])
-            pty, tcp = fields.get("pty"), fields.get("tcp")
-            return Simulator(proc, None if pty == "-" else pty, None if tcp == "-" else tcp)
-    proc.kill()
-    raise AssertionError(f"PACE simulator did not get ready: {args}")
-
-
-def start_am2_reader(config: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "am2_modbus_reader",
-            "--config",
-            str(config),
-            "--instance",
-            "bus",
-            *extra,
-        ],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
 
 
 def site(tmp_path: Path, port: int, url: str, **extra: object) -> Path:
@@ -89,30 +47,21 @@ def site(tmp_path: Path, port: int, url: str, **extra: object) -> Path:
         "model": "AM2",
         **extra,
     }
-    body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
-    path = tmp_path / "site.toml"
-    path.write_text(
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_max = 2\n'
-        f'[storage]\nstate_dir = "{tmp_path / "state"}"\nsave_interval = 1\n'
-        f"[pace_modbus.bus]\n{body}\n"
-    )
-    return path
+    return write_site(tmp_path, port, site_section("pace_modbus.bus", options))
 
 
 @pytest.mark.parametrize("link", ["pty", "tcp"])
 def test_two_packs_a_silent_one_and_an_exception_one(
     broker: Broker, tmp_path: Path, link: str
 ) -> None:
-    if link == "pty":
-        sim = start_pace_simulator("--pty-link", str(tmp_path / "ttyAM2"), *PACKS, "--seed", "1")
-        url = str(tmp_path / "ttyAM2")
-    else:
-        sim = start_pace_simulator("--tcp", "127.0.0.1:0", *PACKS, "--seed", "1")
-        url = f"socket://{sim.tcp}"
+    sim = start_simulator(PACE_SIM, *line_args(link, tmp_path / "ttyAM2"), *PACKS, "--seed", "1")
+    url = sim.url
     capture = tmp_path / "capture.jsonl"
     try:
         with recorder(broker.port, "bms/#", "bmslink/#") as rec:
-            reader = start_am2_reader(site(tmp_path, broker.port, url), "--capture", str(capture))
+            reader = start_service(
+                READER, site(tmp_path, broker.port, url), "bus", "--capture", str(capture)
+            )
             try:
                 first = rec.wait_topic("bms/am2-1/state", timeout=15)
                 second = rec.wait_topic("bms/am2-2/state", timeout=5)
@@ -167,11 +116,11 @@ def test_two_packs_a_silent_one_and_an_exception_one(
 
 
 def test_packs_go_offline_with_the_bridge_and_come_back(broker: Broker, tmp_path: Path) -> None:
-    sim = start_pace_simulator("--tcp", "127.0.0.1:0", "--packs", "1,2")
+    sim = start_simulator(PACE_SIM, "--tcp", "127.0.0.1:0", "--packs", "1,2")
     address = sim.tcp
     assert address is not None
     config = site(tmp_path, broker.port, f"socket://{address}", addresses=[1, 2])
-    reader = start_am2_reader(config)
+    reader = start_service(READER, config, "bus")
     try:
         with recorder(broker.port, "bms/#") as rec:
             rec.wait_topic("bms/am2-2/availability", b"online", timeout=15)
@@ -180,7 +129,7 @@ def test_packs_go_offline_with_the_bridge_and_come_back(broker: Broker, tmp_path
             rec.wait_topic("bms/am2-1/availability", b"offline", timeout=10, after=mark)
             rec.wait_topic("bms/am2-2/availability", b"offline", timeout=5, after=mark)
             mark = rec.mark()
-            sim = start_pace_simulator("--tcp", address, "--packs", "1,2")
+            sim = start_simulator(PACE_SIM, "--tcp", address, "--packs", "1,2")
             rec.wait_topic("bms/am2-1/availability", b"online", timeout=20, after=mark)
             rec.wait_topic("bms/am2-2/state", timeout=5, after=mark)
         assert reader.poll() is None, "the reader must survive the bridge going away"
@@ -191,11 +140,6 @@ def test_packs_go_offline_with_the_bridge_and_come_back(broker: Broker, tmp_path
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     config = site(tmp_path, 1883, "socket://127.0.0.1:9", addresses=[1, 16])
-    proc = subprocess.run(
-        [sys.executable, "-m", "am2_modbus_reader", "--config", str(config), "--instance", "bus"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = run_service(READER, config, "bus")
     assert proc.returncode == 2
     assert "pace_modbus.bus.addresses" in proc.stderr

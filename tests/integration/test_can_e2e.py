@@ -8,14 +8,9 @@
 from __future__ import annotations
 
 import json
-import os
-import selectors
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -25,66 +20,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bmslink import schema
 from bmslink.protocols import pylontech_can as pc
 from tests.broker import Broker, recorder
+from tests.processes import CAN_SIM, Simulator, line_args, service, simulator, write_site
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.serial]
 
 
-@contextmanager
-def can_sim(*args: str) -> Iterator[dict[str, str]]:
-    """Run ``bmslink-sim-can ARGS`` and yield its READY fields (``pty``, ``tcp``)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from battery_simulator.can_app import main; sys.exit(main())",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        assert sel.select(15), f"simulator did not get ready: {args}"
-        line = proc.stdout.readline()
-        assert line.startswith("READY"), line
-        yield dict(part.split("=", 1) for part in line.split()[1:])
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(10) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
-@contextmanager
-def service(module: str, config: Path, instance: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``python -m MODULE --config CONFIG --instance INSTANCE``; SIGTERM must exit 0."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--config", str(config), "--instance", instance],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            status = proc.wait(10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
-        assert status == 0, err[-2000:]
-        assert "Traceback" not in err, err[-2000:]
+def can_sim(*args: str) -> AbstractContextManager[Simulator]:
+    """Run ``bmslink-sim-can ARGS`` until the end of the block; SIGTERM must exit 0."""
+    return simulator(CAN_SIM, *args, check=True)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -94,20 +37,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
-def write_site(tmp_path: Path, port: int, body: str) -> Path:
-    path = tmp_path / "site.toml"
-    path.write_text(
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_max = 2\n'
-        f'[storage]\nstate_dir = "{tmp_path / "state"}"\nsave_interval = 1\n{body}'
-    )
-    return path
-
-
 @pytest.mark.parametrize("link", ["pty", "tcp"])
 def test_can_battery_reaches_the_broker(broker: Broker, tmp_path: Path, link: str) -> None:
-    args = ["--pty-link", str(tmp_path / "ttyCAN")] if link == "pty" else ["--tcp", "127.0.0.1:0"]
-    with can_sim("battery", *args, "--period", "0.3") as ready:
-        channel = ready["pty"] if link == "pty" else f"socket://{ready['tcp']}"
+    with can_sim("battery", *line_args(link, tmp_path / "ttyCAN"), "--period", "0.3") as sim:
+        channel = sim.url
         site = write_site(
             tmp_path,
             broker.port,

@@ -8,14 +8,6 @@ the next state when enabled), ``--capture``, and a bad configuration (exit 2 nam
 from __future__ import annotations
 
 import json
-import os
-import selectors
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,89 +15,32 @@ from paho.mqtt import publish
 
 from bmslink import schema
 from tests.broker import Broker, recorder
-from tests.processes import stop
+from tests.processes import DALY_SIM, run_service, simulator, start_service, stop, write_site
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.serial]
 
 
-@contextmanager
-def daly_simulator(*args: str) -> Iterator[dict[str, str]]:
-    """Run ``bmslink-sim-daly ARGS``; yields its READY fields (pty, tcp, ble)."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from battery_simulator.daly_app import main; sys.exit(main())",
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + 15
-        fields: dict[str, str] | None = None
-        while time.monotonic() < deadline and sel.select(deadline - time.monotonic()):
-            line = proc.stdout.readline()
-            if line.startswith("READY"):
-                fields = dict(part.split("=", 1) for part in line.split()[1:])
-                break
-            if not line:
-                break
-        assert fields is not None, f"simulator did not get ready: {args}"
-        yield fields
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+READER = "daly_ble_reader"
 
 
 def site(tmp_path: Path, port: int, body: str) -> Path:
-    path = tmp_path / "site.toml"
-    path.write_text(
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_max = 2\n'
-        f'[storage]\nstate_dir = "{tmp_path / "state"}"\nsave_interval = 1\n'
-        f"[daly.bus]\n{body}\n"
-    )
-    return path
-
-
-def start_reader(config: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daly_ble_reader",
-            "--config",
-            str(config),
-            "--instance",
-            "bus",
-            *extra,
-        ],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    return write_site(tmp_path, port, f"[daly.bus]\n{body}\n")
 
 
 COMMON = 'transport = "serial"\npoll_interval = 0.5\ncommand_gap = 0.0\nretries = 2\n'
 
 
 def test_a5_two_boards_over_tcp(broker: Broker, tmp_path: Path) -> None:
-    with daly_simulator("--tcp", "127.0.0.1:0", "--boards", "2", "--current", "-12.5") as sim:
+    with simulator(DALY_SIM, "--tcp", "127.0.0.1:0", "--boards", "2", "--current", "-12.5") as sim:
         body = (
-            COMMON + f'port = "socket://{sim["tcp"]}"\n'
+            COMMON + f'port = "socket://{sim.tcp}"\n'
             'devices = [{id = "a5-1", board = 1}, {id = "a5-2", board = 2, protocol = "a5"}]\n'
         )
         capture = tmp_path / "capture.jsonl"
         with recorder(broker.port, "bms/#", "bmslink/#") as rec:
-            reader = start_reader(site(tmp_path, broker.port, body), "--capture", str(capture))
+            reader = start_service(
+                READER, site(tmp_path, broker.port, body), "bus", "--capture", str(capture)
+            )
             try:
                 first = rec.wait_topic("bms/a5-1/state", timeout=20)
                 second = rec.wait_topic("bms/a5-2/state", timeout=20)
@@ -139,7 +74,8 @@ def test_d2_over_pty_survives_garbage_and_bad_crc_and_switches(
     broker: Broker, tmp_path: Path
 ) -> None:
     link = tmp_path / "ttyDALY"
-    with daly_simulator(
+    with simulator(
+        DALY_SIM,
         "--pty-link",
         str(link),
         "--protocol",
@@ -156,7 +92,7 @@ def test_d2_over_pty_survives_garbage_and_bad_crc_and_switches(
             + f'port = "{link}"\ncontrol = true\ndevices = [{{id = "d2", protocol = "d2"}}]\n'
         )
         with recorder(broker.port, "bms/#") as rec:
-            reader = start_reader(site(tmp_path, broker.port, body))
+            reader = start_service(READER, site(tmp_path, broker.port, body), "bus")
             try:
                 state = rec.wait_topic("bms/d2/state", timeout=20)
                 mark = rec.mark()
@@ -187,10 +123,10 @@ def test_d2_over_pty_survives_garbage_and_bad_crc_and_switches(
 
 
 def test_control_disabled_is_refused_with_a_result(broker: Broker, tmp_path: Path) -> None:
-    with daly_simulator("--tcp", "127.0.0.1:0", "--protocol", "p81") as sim:
-        body = COMMON + f'port = "socket://{sim["tcp"]}"\ndevices = [{{id = "k1"}}]\n'
+    with simulator(DALY_SIM, "--tcp", "127.0.0.1:0", "--protocol", "p81") as sim:
+        body = COMMON + f'port = "socket://{sim.tcp}"\ndevices = [{{id = "k1"}}]\n'
         with recorder(broker.port, "bms/#") as rec:
-            reader = start_reader(site(tmp_path, broker.port, body))
+            reader = start_service(READER, site(tmp_path, broker.port, body), "bus")
             try:
                 state = rec.wait_topic("bms/k1/state", timeout=20)
                 info = rec.wait_topic("bms/k1/info", timeout=5)
@@ -210,11 +146,6 @@ def test_control_disabled_is_refused_with_a_result(broker: Broker, tmp_path: Pat
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
     path.write_text('[daly.bus]\ntransport = "ble"\ndevices = [{id = "x"}]\n')
-    proc = subprocess.run(
-        [sys.executable, "-m", "daly_ble_reader", "--config", str(path), "--instance", "bus"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = run_service(READER, path, "bus")
     assert proc.returncode == 2
     assert "daly.bus.devices[0].address" in proc.stderr

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bmslink import schema
 from bmslink.schema import BatteryInfo
 from tests.broker import Broker, Received, Recorder, recorder
+from tests.processes import start_service, stop_reading_stderr
 from tests.unit.test_hass_checker import check_device_config
 
 pytestmark = pytest.mark.mqtt
@@ -107,31 +106,8 @@ def publish_infos(port: int) -> None:
 
 
 def start(config: Path, port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hass_discovery", "--config", str(config)],
-        env={
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "BMSLINK_MQTT_HOST": "127.0.0.1",
-            "BMSLINK_MQTT_PORT": str(port),
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
-    return code, err
+    env = {"BMSLINK_MQTT_HOST": "127.0.0.1", "BMSLINK_MQTT_PORT": str(port)}
+    return start_service("hass_discovery", config, env=env)
 
 
 @pytest.fixture
@@ -147,7 +123,7 @@ def service(site: Path, broker: Broker) -> Iterator[subprocess.Popen[bytes]]:
     proc = start(site, broker.port)
     yield proc
     if proc.poll() is None:
-        stop(proc)
+        stop_reading_stderr(proc)
 
 
 def retained(port: int, *subs: str) -> dict[str, bytes]:
@@ -209,7 +185,7 @@ def test_announces_every_device_and_republishes_on_birth_and_broker_restart(
         "bmslink_house",
         "bmslink-inverter_inv_deye",
     }
-    code, err = stop(service)
+    code, err = stop_reading_stderr(service)
     assert code == 0, err
 
 
@@ -246,7 +222,7 @@ def test_removed_devices_are_cleared_and_offline_ones_kept(
                 ("bmslink/pylontech-rs485-reader/rack/status", b"offline", True),
             ],
         )
-        code, err = stop(service)
+        code, err = stop_reading_stderr(service)
         assert code == 0, err
 
         # The user removes the shelf bus and the inverter from the site file; the old
@@ -269,7 +245,7 @@ def test_removed_devices_are_cleared_and_offline_ones_kept(
             rec.wait_topic(RACK, b"", after=mark)
             assert set(retained(broker.port, f"{PREFIX}/#")) == {BANK}
         finally:
-            code, err = stop(proc)
+            code, err = stop_reading_stderr(proc)
         assert code == 0, err
 
 

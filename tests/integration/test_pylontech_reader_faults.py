@@ -17,7 +17,17 @@ import pytest
 
 from bmslink import schema
 from tests.broker import Broker, Received, Recorder, recorder
-from tests.processes import start_reader, start_simulator, stop
+from tests.processes import (
+    PYLONTECH_SIM,
+    line_args,
+    site_section,
+    start_service,
+    start_simulator,
+    stop,
+    write_site,
+)
+
+READER = "pylontech_rs485_reader"
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.serial]
 
@@ -38,14 +48,7 @@ def site(tmp_path: Path, port: int, serial_url: str) -> Path:
         "parameters_interval": 1.0,
         "id_prefix": "f",
     }
-    body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
-    path = tmp_path / "site.toml"
-    path.write_text(
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_max = 2\n'
-        f'[storage]\nstate_dir = "{tmp_path / "state"}"\nsave_interval = 1\n'
-        f"[pylontech_rs485.bus]\n{body}\n"
-    )
-    return path
+    return write_site(tmp_path, port, site_section("pylontech_rs485.bus", options))
 
 
 def set_faults(path: Path, **faults: Any) -> None:
@@ -95,12 +98,11 @@ def check_beaver(s: schema.BatteryState) -> None:
 
 def run_faults(tmp_path: Path, broker: Broker, link: str, faults: list[dict[str, Any]]) -> None:
     faults_file = tmp_path / "faults.json"
-    where = ["--pty-link", str(tmp_path / "ttyBMS")] if link == "pty" else ["--tcp", "127.0.0.1:0"]
-    sim = start_simulator(
-        *where, "--model", STACK, "--no-ff", "--faults-file", str(faults_file), "--seed", "5"
-    )
-    url = str(tmp_path / "ttyBMS") if link == "pty" else f"socket://{sim.tcp}"
-    reader = start_reader(site(tmp_path, broker.port, url), "bus")
+    where = line_args(link, tmp_path / "ttyBMS")
+    args = ["--model", STACK, "--no-ff", "--faults-file", str(faults_file), "--seed", "5"]
+    sim = start_simulator(PYLONTECH_SIM, *where, *args)
+    url = sim.url
+    reader = start_service(READER, site(tmp_path, broker.port, url), "bus")
     try:
         with recorder(broker.port, "bms/#") as rec:
             for device in ("f-2", "f-3", "f-0"):

@@ -10,7 +10,18 @@ import pytest
 
 from bmslink import schema
 from tests.broker import Broker, recorder
-from tests.processes import CAPTURE, start_reader, start_simulator, stop
+from tests.processes import (
+    CAPTURE,
+    PYLONTECH_SIM,
+    line_args,
+    site_section,
+    start_service,
+    start_simulator,
+    stop,
+    write_site,
+)
+
+READER = "pylontech_rs485_reader"
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.serial]
 
@@ -28,27 +39,17 @@ def site(tmp_path: Path, port: int, serial_url: str, **extra: object) -> Path:
         "id_prefix": "t",
         **extra,
     }
-    body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
-    path = tmp_path / "site.toml"
-    path.write_text(
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nreconnect_max = 2\n'
-        f'[storage]\nstate_dir = "{tmp_path / "state"}"\nsave_interval = 1\n'
-        f"[pylontech_rs485.bus]\n{body}\n"
-    )
-    return path
+    return write_site(tmp_path, port, site_section("pylontech_rs485.bus", options))
 
 
 @pytest.mark.parametrize("link", ["pty", "tcp"])
 def test_capture_values_reach_the_broker(broker: Broker, tmp_path: Path, link: str) -> None:
-    if link == "pty":
-        sim = start_simulator("--pty-link", str(tmp_path / "ttyBMS"), "--replay", str(CAPTURE))
-        url = str(tmp_path / "ttyBMS")
-    else:
-        sim = start_simulator("--tcp", "127.0.0.1:0", "--replay", str(CAPTURE))
-        url = f"socket://{sim.tcp}"
+    where = line_args(link, tmp_path / "ttyBMS")
+    sim = start_simulator(PYLONTECH_SIM, *where, "--replay", str(CAPTURE))
+    url = sim.url
     try:
         with recorder(broker.port, "bms/#", "bmslink/#") as rec:
-            reader = start_reader(site(tmp_path, broker.port, url), "bus")
+            reader = start_service(READER, site(tmp_path, broker.port, url), "bus")
             try:
                 first = rec.wait_topic("bms/t-2/state", timeout=15)
                 second = rec.wait_topic("bms/t-3/state", timeout=5)
@@ -82,8 +83,8 @@ def test_capture_values_reach_the_broker(broker: Broker, tmp_path: Path, link: s
 
 def test_availability_follows_the_simulator_and_recovers(broker: Broker, tmp_path: Path) -> None:
     link = tmp_path / "ttyBMS"
-    sim = start_simulator("--pty-link", str(link), "--replay", str(CAPTURE))
-    reader = start_reader(site(tmp_path, broker.port, str(link)), "bus")
+    sim = start_simulator(PYLONTECH_SIM, "--pty-link", str(link), "--replay", str(CAPTURE))
+    reader = start_service(READER, site(tmp_path, broker.port, str(link)), "bus")
     try:
         with recorder(broker.port, "bms/#") as rec:
             rec.wait_topic("bms/t-2/availability", b"online", timeout=15)
@@ -92,7 +93,7 @@ def test_availability_follows_the_simulator_and_recovers(broker: Broker, tmp_pat
             rec.wait_topic("bms/t-2/availability", b"offline", timeout=10, after=mark)
             rec.wait_topic("bms/t-3/availability", b"offline", timeout=5, after=mark)
             mark = rec.mark()
-            sim = start_simulator("--pty-link", str(link), "--replay", str(CAPTURE))
+            sim = start_simulator(PYLONTECH_SIM, "--pty-link", str(link), "--replay", str(CAPTURE))
             rec.wait_topic("bms/t-2/availability", b"online", timeout=20, after=mark)
             rec.wait_topic("bms/t-2/state", timeout=5, after=mark)
         assert reader.poll() is None, "the reader must survive the port disappearing"
@@ -102,12 +103,12 @@ def test_availability_follows_the_simulator_and_recovers(broker: Broker, tmp_pat
 
 
 def test_sigkill_leaves_the_last_will_and_sigterm_is_clean(broker: Broker, tmp_path: Path) -> None:
-    sim = start_simulator("--tcp", "127.0.0.1:0", "--replay", str(CAPTURE))
+    sim = start_simulator(PYLONTECH_SIM, "--tcp", "127.0.0.1:0", "--replay", str(CAPTURE))
     config = site(tmp_path, broker.port, f"socket://{sim.tcp}")
     status = "bmslink/pylontech-rs485-reader/bus/status"
     try:
         with recorder(broker.port, "bms/#", "bmslink/#") as rec:
-            reader = start_reader(config, "bus")
+            reader = start_service(READER, config, "bus")
             rec.wait_topic(status, b"online", timeout=15)
             rec.wait_topic("bms/t-2/state", timeout=10)
             mark = rec.mark()
@@ -115,7 +116,7 @@ def test_sigkill_leaves_the_last_will_and_sigterm_is_clean(broker: Broker, tmp_p
             will = rec.wait_topic(status, b"offline", timeout=5, after=mark)
             assert will.payload == b"offline"
 
-            reader = start_reader(config, "bus")
+            reader = start_service(READER, config, "bus")
             mark = rec.mark()
             rec.wait_topic(status, b"online", timeout=15, after=mark)
             for _ in range(3):  # a few samples, so the energy counter integrates something

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from bmslink import alarms as alarm_registry
 from bmslink.protocols import pylontech_rs485 as pylon
+from tools.fuzz import mutate_ascii_frame
 
 try:
     from tests.vectors import load_vectors
@@ -604,24 +605,6 @@ def test_beaver_analog_roundtrip(
 REAL = [v["response"].encode() for v in VECTORS if v.get("response")]
 
 
-def _mutate(rng: random.Random, frame: bytes) -> bytes:
-    buf = bytearray(frame)
-    for _ in range(rng.randint(1, 4)):
-        i = rng.randrange(len(buf) + 1)
-        op = rng.randrange(4)
-        if op == 0:
-            buf.insert(i, rng.randrange(256))
-        elif buf:
-            i %= len(buf)
-            if op == 1:
-                del buf[i]
-            elif op == 2:
-                buf[i] ^= 1 << rng.randrange(8)
-            else:
-                buf[i] = rng.choice(b"0123456789ABCDEF")
-    return bytes(buf)
-
-
 def test_1e5_mutated_real_frames_raise_only_codec_errors() -> None:
     """1e5 mutations (seeded): half on the wire bytes, half on INFO with the framing re-made
     valid (LENGTH and CHKSUM recomputed) so that every decoder sees the mutated payload."""
@@ -630,14 +613,14 @@ def test_1e5_mutated_real_frames_raise_only_codec_errors() -> None:
     decoded_some = 0
     for n in range(100_000):
         if n % 2:
-            raw = _mutate(rng, rng.choice(REAL))
+            raw = mutate_ascii_frame(rng, rng.choice(REAL))
             try:
                 frame = pylon.parse_response(raw)
             except pylon.PylontechError:
                 continue
         else:
             base = rng.choice(parsed)
-            info = _mutate(rng, base.info)
+            info = mutate_ascii_frame(rng, base.info)
             frame = pylon.parse_frame(pylon.build_frame(base.ver, base.adr, 0x46, 0, info))
         for decode in ALL_DECODERS:
             try:

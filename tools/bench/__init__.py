@@ -7,6 +7,8 @@ not in tests).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,3 +29,20 @@ class Result:
     goal: str | None = None
     met: bool | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def time_per_call(fn: Callable[[], object], min_time: float) -> float:
+    """Mean seconds per call of ``fn``: the best of 3 rounds, each calling it repeatedly for at
+    least ``min_time / 3`` s."""
+    best = float("inf")
+    for _ in range(3):
+        n = 0
+        started = time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            elapsed = time.perf_counter() - started
+            if elapsed >= min_time / 3:
+                break
+        best = min(best, elapsed / n)
+    return best

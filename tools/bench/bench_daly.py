@@ -30,7 +30,7 @@ from bmslink.protocols import daly_a5 as a5
 from bmslink.protocols import daly_d2 as d2
 from bmslink.protocols import daly_sinowealth as sino
 from bmslink.protocols.daly_modbus import DalyModbusError, parse_frame, registers_from
-from tools.bench import Result
+from tools.bench import Result, time_per_call
 
 POLL = (0x94, 0x90, 0x91, 0x92, 0x93, 0x95, 0x96, 0x97, 0x98)
 
@@ -43,21 +43,6 @@ def _poll_replies() -> dict[int, bytes]:
         assert reply is not None
         out[command] = reply
     return out
-
-
-def _time_per_call(fn: Callable[[], object], min_time: float) -> float:
-    best = float("inf")
-    for _ in range(3):
-        n = 0
-        started = time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= min_time / 3:
-                break
-        best = min(best, elapsed / n)
-    return best
 
 
 class _FakeSerial:
@@ -122,9 +107,9 @@ def bench_p2(quick: bool) -> Result:
 
     theirs_full()
     min_time = 0.6 if quick else 3.0
-    ours_s = _time_per_call(lambda: a5.decode_poll(replies), min_time)
-    full_s = _time_per_call(theirs_full, min_time)
-    payload_s = _time_per_call(theirs_payload, min_time)
+    ours_s = time_per_call(lambda: a5.decode_poll(replies), min_time)
+    full_s = time_per_call(theirs_full, min_time)
+    payload_s = time_per_call(theirs_payload, min_time)
     ratio = full_s / ours_s
     return Result(
         "P2",

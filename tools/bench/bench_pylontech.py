@@ -28,7 +28,8 @@ from battery_simulator.line import PtyLine
 from battery_simulator.pylontech import ModelStack, parse_model_spec
 from bmslink.protocols import pylontech_rs485 as pylon
 from pylontech_rs485_reader.transport import SerialTransport
-from tools.bench import Result
+from tools.bench import Result, time_per_call
+from tools.fuzz import mutate_ascii_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT.parent / "shared" / "vectors"
@@ -56,22 +57,6 @@ def _frames() -> tuple[list[bytes], list[bytes]]:
     return single, stack
 
 
-def _time_per_call(fn: Callable[[], object], min_time: float) -> float:
-    """Mean seconds per call of ``fn`` over at least ``min_time`` s (best of 3 rounds)."""
-    best = float("inf")
-    for _ in range(3):
-        n = 0
-        started = time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= min_time / 3:
-                break
-        best = min(best, elapsed / n)
-    return best
-
-
 def bench_p1(quick: bool) -> Result:
     """P1: decode of the same 0x42 frames, ours vs python-pylontech 0.3.3."""
     from pylontech import Pylontech  # type: ignore[import-untyped]
@@ -96,8 +81,8 @@ def bench_p1(quick: bool) -> Result:
     min_time = 0.3 if quick else 1.0
     t_ours = t_theirs = float("inf")
     for _ in range(3):  # interleaved, so that load from elsewhere hits both sides alike
-        t_ours = min(t_ours, _time_per_call(ours, min_time))
-        t_theirs = min(t_theirs, _time_per_call(theirs, min_time))
+        t_ours = min(t_ours, time_per_call(ours, min_time))
+        t_theirs = min(t_theirs, time_per_call(theirs, min_time))
     n = len(single) + len(stack)
     ratio = t_theirs / t_ours
     return Result(
@@ -211,22 +196,8 @@ def bench_fuzz(quick: bool) -> Result:
     bad = 0
     started = time.perf_counter()
     for _ in range(n):
-        buf = bytearray(rng.choice(frames))
-        for _ in range(rng.randint(1, 4)):
-            i = rng.randrange(len(buf) + 1)
-            op = rng.randrange(4)
-            if op == 0:
-                buf.insert(i, rng.randrange(256))
-            elif buf:
-                i %= len(buf)
-                if op == 1:
-                    del buf[i]
-                elif op == 2:
-                    buf[i] ^= 1 << rng.randrange(8)
-                else:
-                    buf[i] = rng.choice(b"0123456789ABCDEF")
         try:
-            frame = pylon.parse_frame(bytes(buf))
+            frame = pylon.parse_frame(mutate_ascii_frame(rng, rng.choice(frames)))
         except pylon.PylontechError:
             continue
         except Exception:

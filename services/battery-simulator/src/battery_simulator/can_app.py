@@ -11,16 +11,12 @@ SIGTERM/SIGINT, 2 for bad arguments, 1 when a line cannot be opened.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from battery_simulator.can_devices import (
     CanBattery,
@@ -30,8 +26,15 @@ from battery_simulator.can_devices import (
     SlcanFramer,
     slcan_encode,
 )
-from battery_simulator.config import parse_host_port
-from battery_simulator.line import Line, PtyLine, TcpLine
+from battery_simulator.cli_common import (
+    ServedLines,
+    add_line_arguments,
+    cannot_open,
+    line_options,
+    setup_logging,
+    stop_signals,
+)
+from battery_simulator.line import Line
 
 __all__ = ["FrameSender", "build_parser", "main"]
 
@@ -85,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate a Pylontech LV CAN battery or an inverter behind an slcan adapter.",
     )
     p.add_argument("role", choices=["battery", "inverter"], help="what to simulate")
-    p.add_argument("--pty-link", type=Path, help="serve on a pty and symlink PATH to it")
-    p.add_argument("--pty", action="store_true", help="serve on a pty (path in the READY line)")
-    p.add_argument("--tcp", metavar="HOST:PORT", help="serve slcan over TCP (port 0 = random)")
+    add_line_arguments(p)
     p.add_argument("--period", type=float, default=1.0, help="s between frame sets (default 1)")
     p.add_argument(
         "--source",
@@ -115,27 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
     parser = build_parser()
     ns = parser.parse_args(argv)
-    if ns.pty_link is None and not ns.pty and ns.tcp is None:
-        parser.error("one of --pty-link, --pty or --tcp is required")
+    tcp = line_options(parser, ns)
     if ns.period <= 0:
         parser.error(f"argument --period: must be positive, got {ns.period}")
     if not 0 <= ns.soc <= 100:
         parser.error(f"argument --soc: must be 0..100, got {ns.soc}")
     if ns.modules < 1 or ns.capacity <= 0:
         parser.error("arguments --modules/--capacity: must be positive")
-    tcp = None
-    if ns.tcp is not None:
-        try:
-            tcp = parse_host_port(ns.tcp)
-        except ValueError as exc:
-            parser.error(f"argument --tcp: {exc}")
-    if ns.pty_link is not None and ns.pty_link.exists() and not ns.pty_link.is_symlink():
-        parser.error(f"argument --pty-link: {ns.pty_link} exists and is not a symlink")
-    logging.basicConfig(
-        level=ns.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(ns.log_level)
     device: CanDevice
     if ns.role == "battery":
         source: str | ModelBattery = ns.source
@@ -151,63 +139,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         device = CanInverter(ns.record, heartbeat=not ns.no_heartbeat)
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    lines: list[Line] = []
-    link_target: str | None = None
-    sender: FrameSender | None = None
-    try:
+    with stop_signals() as stop:
         try:
-            pty_line = tcp_line = None
-            if ns.pty or ns.pty_link is not None:
-                pty_line = PtyLine(device, framer=SlcanFramer(device.client_gone))
-                lines.append(pty_line)
-                if ns.pty_link is not None:
-                    if ns.pty_link.is_symlink():
-                        ns.pty_link.unlink()
-                    ns.pty_link.symlink_to(pty_line.device_path)
-                    link_target = pty_line.device_path
-            if tcp is not None:
-                tcp_line = TcpLine(
-                    device, host=tcp[0], port=tcp[1], framer=SlcanFramer(device.client_gone)
+            try:
+                served = ServedLines.open(
+                    device,
+                    pty=ns.pty,
+                    pty_link=ns.pty_link,
+                    tcp=tcp,
+                    framer=lambda: SlcanFramer(device.client_gone),
                 )
-                lines.append(tcp_line)
-        except OSError as exc:
-            print(f"bmslink-sim-can: error: cannot open line: {exc}", file=sys.stderr)
-            return 1
-        for line in lines:
-            line.start()
-        sender = FrameSender(device, lines, ns.period)
-        sender.start()
-        pty_text = "-"
-        if pty_line is not None:
-            pty_text = str(ns.pty_link) if ns.pty_link is not None else pty_line.device_path
-        tcp_text = tcp_line.address if tcp_line is not None else "-"
-        log.info("simulating a CAN %s (slcan, period %.2f s)", ns.role, ns.period)
-        print(f"READY pty={pty_text} tcp={tcp_text}", flush=True)
-        next_report = time.monotonic() + REPORT_PERIOD
-        while not stop.wait(0.5):
-            if isinstance(device, CanInverter) and time.monotonic() >= next_report:
-                next_report += REPORT_PERIOD
-                log.info("%s", device.summary())
-        return 0
-    finally:
-        if sender is not None:
-            sender.stop()
-        for line in lines:
-            line.stop()
-        if isinstance(device, CanInverter):
-            device.close()
-        if ns.pty_link is not None and link_target is not None:
-            with contextlib.suppress(OSError):
-                if ns.pty_link.is_symlink() and os.readlink(ns.pty_link) == link_target:
-                    ns.pty_link.unlink()
+            except OSError as exc:
+                return cannot_open("bmslink-sim-can", exc)
+            with served:
+                sender = FrameSender(device, served.lines, ns.period)
+                sender.start()
+                try:
+                    log.info("simulating a CAN %s (slcan, period %.2f s)", ns.role, ns.period)
+                    served.print_ready()
+                    next_report = time.monotonic() + REPORT_PERIOD
+                    while not stop.wait(0.5):
+                        if isinstance(device, CanInverter) and time.monotonic() >= next_report:
+                            next_report += REPORT_PERIOD
+                            log.info("%s", device.summary())
+                finally:
+                    sender.stop()
+            return 0
+        finally:
+            if isinstance(device, CanInverter):
+                device.close()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from battery_simulator.cli_common import add_line_arguments, line_options, parse_host_port
 from battery_simulator.pylontech import PackConfig, parse_model_spec
 
 __all__ = ["SimulatorConfig", "build_parser", "parse_args", "parse_host_port"]
@@ -52,26 +53,6 @@ class SimulatorConfig:
     faults_file: Path | None = None
 
 
-def parse_host_port(text: str) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6); port 0..65535.
-
-    Raises:
-        ValueError: malformed text.
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} not within 0..65535")
-    return host, port
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``bmslink-simulator``."""
     p = argparse.ArgumentParser(
@@ -81,19 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
             "TCP port, with replies paced at the given baud rate."
         ),
     )
-    where = p.add_argument_group("where to serve (at least one)")
-    where.add_argument(
-        "--pty-link",
-        metavar="PATH",
-        type=Path,
-        help="serve on a pty and create a symlink PATH to its slave device (removed on exit)",
-    )
-    where.add_argument("--pty", action="store_true", help="serve on a pty (without a link)")
-    where.add_argument(
-        "--tcp",
-        metavar="HOST:PORT",
-        help="listen on HOST:PORT for one raw TCP client at a time (port 0 = random)",
-    )
+    add_line_arguments(p.add_argument_group("where to serve (at least one)"))
     timing = p.add_argument_group("timing")
     timing.add_argument(
         "--baud", type=int, default=115200, help="emulated line rate, bit/s (default 115200)"
@@ -170,22 +139,13 @@ def parse_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
     """Parse and validate the command line; exits with status 2 naming the bad option."""
     parser = build_parser()
     ns = parser.parse_args(argv)
-    if ns.pty_link is None and not ns.pty and ns.tcp is None:
-        parser.error("one of --pty-link, --pty or --tcp is required")
-    tcp: tuple[str, int] | None = None
-    if ns.tcp is not None:
-        try:
-            tcp = parse_host_port(ns.tcp)
-        except ValueError as exc:
-            parser.error(f"argument --tcp: {exc}")
+    tcp = line_options(parser, ns)
     if ns.baud <= 0:
         parser.error(f"argument --baud: must be positive, got {ns.baud}")
     if ns.turnaround_ms < 0:
         parser.error(f"argument --turnaround-ms: must be ≥ 0, got {ns.turnaround_ms}")
     if ns.current_period <= 0:
         parser.error(f"argument --current-period: must be positive, got {ns.current_period}")
-    if ns.pty_link is not None and ns.pty_link.exists() and not ns.pty_link.is_symlink():
-        parser.error(f"argument --pty-link: {ns.pty_link} exists and is not a symlink")
     packs: tuple[PackConfig, ...] = ()
     if ns.model is not None:
         try:

@@ -14,15 +14,18 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from types import FrameType
 
-from battery_simulator.app import _make_link, _remove_link
-from battery_simulator.config import parse_host_port
+from battery_simulator.cli_common import (
+    ServedLines,
+    add_line_arguments,
+    cannot_open,
+    line_options,
+    setup_logging,
+    stop_signals,
+)
 from battery_simulator.daly import (
     A5Framer,
     A5Responder,
@@ -31,7 +34,7 @@ from battery_simulator.daly import (
     ModbusFramer,
     ModbusResponder,
 )
-from battery_simulator.line import Framer, Line, PtyLine, TcpLine
+from battery_simulator.line import Framer
 
 __all__ = ["build_parser", "main"]
 
@@ -55,9 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amplitude", type=float, default=20.0, help="sine current amplitude, A")
     p.add_argument("--period", type=float, default=600.0, help="sine current period, s")
     p.add_argument("--all-frames", action="store_true", help="A5: 0x95/0x96 send 16/3 frames")
-    p.add_argument("--pty", action="store_true", help="serve on a pty pair")
-    p.add_argument("--pty-link", type=Path, default=None, help="symlink to the pty slave")
-    p.add_argument("--tcp", default=None, help="HOST:PORT to listen on (port 0 = random)")
+    add_line_arguments(p)
     p.add_argument("--baud", type=int, default=9600)
     p.add_argument("--ble", action="store_true", help="serve over the mocked BlueZ")
     p.add_argument("--bus-address", default=None, help="D-Bus address of the mocked BlueZ")
@@ -75,18 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level)
+    tcp = line_options(parser, args, required=False)
     try:
         faults = Faults(
             garbage=bytes.fromhex(args.garbage),
             bad_checksum_every=args.bad_crc_every,
             split=args.split,
         )
-        tcp = parse_host_port(args.tcp) if args.tcp else None
         if not 1 <= args.cells <= 48 or not 1 <= args.sensors <= 8 or not 1 <= args.boards <= 16:
             raise ValueError("--cells 1..48, --sensors 1..8, --boards 1..16")
     except ValueError as exc:
@@ -125,65 +122,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             return framer_factory()
         return ModbusFramer({0xD2} if args.protocol == "d2" else {0x80 + args.board})
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    lines: list[Line] = []
-    link: Path | None = args.pty_link
-    pty_text = tcp_text = ble_text = pty_path = "-"
-    try:
-        if args.pty or link:
-            pty = PtyLine(responder, baud=args.baud, framer=framer())
-            lines.append(pty)
-            pty_text = pty_path = pty.device_path
-            if link:
-                _make_link(link, pty.device_path)
-                pty_text = str(link)
-        if tcp:
-            tcp_line = TcpLine(responder, host=tcp[0], port=tcp[1], baud=args.baud, framer=framer())
-            lines.append(tcp_line)
-            tcp_text = tcp_line.address
-    except OSError as exc:
-        print(f"bmslink-sim-daly: cannot open a line: {exc}", file=sys.stderr)
-        for line in lines:
-            line.stop()
-        return 1
-    for line in lines:
-        line.start()
-    ble_thread: threading.Thread | None = None
-    if args.ble:
-        address = args.bus_address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-        if not address:
-            parser.error("--ble needs --bus-address or DBUS_SYSTEM_BUS_ADDRESS")
-        ready = threading.Event()
-        ble_thread = threading.Thread(
-            target=_serve_ble,
-            args=(address, args.mac, args.name, responder, framer, stop, ready),
-            daemon=True,
-        )
-        ble_thread.start()
-        if not ready.wait(15):
-            print("bmslink-sim-daly: the mocked BlueZ did not answer", file=sys.stderr)
-            stop.set()
-            return 1
-        ble_text = args.mac
-    print(f"READY pty={pty_text} tcp={tcp_text} ble={ble_text}", flush=True)
-    try:
-        while not stop.wait(0.2):
-            pass
-    finally:
-        for line in lines:
-            line.stop()
-        if link:
-            _remove_link(link, pty_path)
-        if ble_thread is not None:
-            ble_thread.join(5)
-    return 0
+    with stop_signals() as stop:
+        try:
+            served = ServedLines.open(
+                responder,
+                pty=args.pty,
+                pty_link=args.pty_link,
+                tcp=tcp,
+                framer=framer,
+                baud=args.baud,
+            )
+        except OSError as exc:
+            return cannot_open("bmslink-sim-daly", exc)
+        with served:
+            ble_text = "-"
+            ble_thread: threading.Thread | None = None
+            try:
+                if args.ble:
+                    address = args.bus_address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+                    if not address:
+                        parser.error("--ble needs --bus-address or DBUS_SYSTEM_BUS_ADDRESS")
+                    ready = threading.Event()
+                    ble_thread = threading.Thread(
+                        target=_serve_ble,
+                        args=(address, args.mac, args.name, responder, framer, stop, ready),
+                        daemon=True,
+                    )
+                    ble_thread.start()
+                    if not ready.wait(15):
+                        print("bmslink-sim-daly: the mocked BlueZ did not answer", file=sys.stderr)
+                        stop.set()
+                        return 1
+                    ble_text = args.mac
+                served.print_ready(ble=ble_text)
+                while not stop.wait(0.2):
+                    pass
+            finally:
+                if ble_thread is not None:
+                    ble_thread.join(5)
+        return 0
 
 
 def _serve_ble(

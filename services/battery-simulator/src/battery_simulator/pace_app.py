@@ -9,18 +9,18 @@ bad arguments, 1 when a line cannot be opened. See the battery-simulator README.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from pathlib import Path
-from types import FrameType
 
-from battery_simulator.app import _make_link, _remove_link
-from battery_simulator.config import parse_host_port
-from battery_simulator.line import Line, PtyLine, TcpLine
+from battery_simulator.cli_common import (
+    ServedLines,
+    add_line_arguments,
+    cannot_open,
+    line_options,
+    setup_logging,
+    stop_signals,
+)
 from battery_simulator.pace import ModbusRtuFramer, PaceFaults, PackSpec, build_bus, parse_pack_spec
 from battery_simulator.pylontech import CurrentProfile
 
@@ -59,11 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve simulated PACE BMS packs (Hubble AM2, ...) over Modbus RTU on a pty "
         "and/or TCP, replies paced at the baud rate.",
     )
-    p.add_argument("--pty-link", type=Path, metavar="PATH", help="pty with a symlink PATH")
-    p.add_argument("--pty", action="store_true", help="serve on a pty (path in the READY line)")
-    p.add_argument(
-        "--tcp", metavar="HOST:PORT", help="listen for one raw TCP client (port 0 = any)"
-    )
+    add_line_arguments(p)
     p.add_argument("--baud", type=int, default=9600, help="emulated line rate, bit/s (9600)")
     p.add_argument(
         "--turnaround-ms",
@@ -97,8 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status (0, 1 line error, 2 bad arguments)."""
     parser = build_parser()
     ns = parser.parse_args(argv)
-    if ns.pty_link is None and not ns.pty and ns.tcp is None:
-        parser.error("one of --pty-link, --pty or --tcp is required")
+    tcp = line_options(parser, ns)
     if ns.baud <= 0 or ns.turnaround_ms < 0 or ns.current_period <= 0:
         parser.error("--baud and --current-period must be positive, --turnaround-ms ≥ 0")
     try:
@@ -117,79 +112,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         faults.slow.update(_pairs(ns.slow, float))
     except ValueError as exc:
         parser.error(f"argument --{option}: {exc}")
-    tcp = None
-    if ns.tcp is not None:
-        try:
-            tcp = parse_host_port(ns.tcp)
-        except ValueError as exc:
-            parser.error(f"argument --tcp: {exc}")
-    logging.basicConfig(
-        level=ns.log_level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(ns.log_level)
     profile = CurrentProfile(ns.current, ns.current_amplitude, ns.current_period)
     bus = build_bus(specs, profile, seed=ns.seed, faults=faults, allow_writes=ns.allow_writes)
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    lines: list[Line] = []
-    link_target: str | None = None
-    turnaround = ns.turnaround_ms / 1000.0
-    try:
+    with stop_signals() as stop:
         try:
-            pty_line = None
-            if ns.pty or ns.pty_link is not None:
-                pty_line = PtyLine(
-                    bus, baud=ns.baud, turnaround_s=turnaround, framer=ModbusRtuFramer()
-                )
-                lines.append(pty_line)
-                if ns.pty_link is not None:
-                    _make_link(ns.pty_link, pty_line.device_path)
-                    link_target = pty_line.device_path
-            tcp_line = None
-            if tcp is not None:
-                tcp_line = TcpLine(
-                    bus,
-                    host=tcp[0],
-                    port=tcp[1],
-                    baud=ns.baud,
-                    turnaround_s=turnaround,
-                    framer=ModbusRtuFramer(),
-                )
-                lines.append(tcp_line)
+            served = ServedLines.open(
+                bus,
+                pty=ns.pty,
+                pty_link=ns.pty_link,
+                tcp=tcp,
+                framer=ModbusRtuFramer,
+                baud=ns.baud,
+                turnaround_s=ns.turnaround_ms / 1000.0,
+            )
         except OSError as exc:
-            print(f"bmslink-sim-pace: error: cannot open line: {exc}", file=sys.stderr)
-            return 1
-        for line in lines:
-            line.start()
-        pty_text = "-"
-        if pty_line is not None:
-            pty_text = str(ns.pty_link) if ns.pty_link is not None else pty_line.device_path
-        tcp_text = tcp_line.address if tcp_line is not None else "-"
-        log.info(
-            "serving PACE packs at %s (%d Bd); faults %s",
-            sorted(bus.packs),
-            ns.baud,
-            faults,
-        )
-        print(f"READY pty={pty_text} tcp={tcp_text}", flush=True)
-        while not stop.wait(0.5):
-            pass
+            return cannot_open("bmslink-sim-pace", exc)
+        with served:
+            log.info(
+                "serving PACE packs at %s (%d Bd); faults %s",
+                sorted(bus.packs),
+                ns.baud,
+                faults,
+            )
+            served.print_ready()
+            while not stop.wait(0.5):
+                pass
         return 0
-    finally:
-        for line in lines:
-            line.stop()
-        if ns.pty_link is not None and link_target is not None:
-            _remove_link(ns.pty_link, link_target)
-        for sig, handler in previous.items():
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
