@@ -1,5 +1,6 @@
 """`bmslink demo` end to end: everything in compose.yaml's demo profile starts, real capture data
-reaches the broker, and Ctrl-C (SIGINT, even twice) leaves no process behind."""
+reaches the broker, the bank follows a pack that stops answering, and Ctrl-C (SIGINT, even
+twice) leaves no process behind."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bmslink import schema
-from tests.broker import free_port, recorder
+from tests.broker import Received, free_port, recorder
 
 pytestmark = pytest.mark.mqtt
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +63,35 @@ def test_demo_shows_the_capture_and_stops_cleanly(tmp_path: Path) -> None:
         with recorder(port, "bms/#") as rec:
             state = rec.wait_topic("bms/rack-2/state", timeout=10)
             rec.wait_topic("bms/model-4/state", timeout=10)
+            full = rec.wait_for(
+                lambda m: (
+                    m.topic == "bms/bank1/state"
+                    and _bank(m).members_online
+                    and len(_bank(m).members_online) == len(_bank(m).members)
+                ),
+                timeout=30,
+            )
+            assert "model-3" in _bank(full).members_online
+            # a simulated pack stops answering (README: the faults file the simulator re-reads)
+            faults = tmp_path / "state" / "faults-model.json"
+            faults.write_text('{"silence": true, "addresses": [3]}')
+            mark = rec.mark()
+            rec.wait_topic("bms/model-3/availability", b"offline", timeout=30, after=mark)
+            degraded = rec.wait_for(
+                lambda m: m.topic == "bms/bank1/state" and "model-3" not in _bank(m).members_online,
+                timeout=10,
+                after=mark,
+            )
+            bank = _bank(degraded)
+            assert bank.degraded is True
+            assert "member_missing@model-3" in bank.warnings
+            faults.unlink()
+            mark = rec.mark()
+            rec.wait_for(
+                lambda m: m.topic == "bms/bank1/state" and "model-3" in _bank(m).members_online,
+                timeout=30,
+                after=mark,
+            )
         rack = schema.decode(schema.STATE_DECODER, state.payload)
         assert rack.cycles == 99  # the real capture's first pack
         assert len(rack.cell_voltages) == 15
@@ -90,6 +120,12 @@ def test_demo_shows_the_capture_and_stops_cleanly(tmp_path: Path) -> None:
                 demo.kill()
         for pid in processes_with_env("BMSLINK_DEMO", str(tmp_path)):
             os.kill(pid, signal.SIGKILL)
+
+
+def _bank(message: Received) -> schema.BankState:
+    state = schema.decode(schema.STATE_DECODER, message.payload)
+    assert isinstance(state, schema.BankState)
+    return state
 
 
 def _cmdline(proc: Path) -> bytes:
