@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 PY_SRC := shared/src services tests tools
 
-.PHONY: help venv venv-test testdeps demo test lint typecheck pytest fmt bench clean uv mosquitto credentials
+.PHONY: help venv venv-test testdeps demo test lint typecheck pytest fmt bench soak clean uv mosquitto credentials
 TEST_APT := mosquitto mosquitto-clients socat dbus libdbus-1-dev libglib2.0-dev pkg-config
 RUN_TEST := $(UV) run --frozen --group bluez
 
@@ -11,6 +11,7 @@ help:
 	@echo "make demo   - run broker + simulated batteries + readers and watch them live"
 	@echo "make test   - ruff, mypy and pytest (unit + integration with a real Mosquitto)"
 	@echo "make bench  - benchmarks (JSON in .bench/)"
+	@echo "make soak   - 64 simulated packs at 1 Hz for 10 min (SOAK_ARGS=\"--minutes 60\")"
 	@echo "make credentials - broker passwords (.env) and ACL (mosquitto/) for docker compose"
 
 # uv from PyPI when it is missing (no other download source is needed).
@@ -66,6 +67,10 @@ credentials: venv
 
 bench: venv-test
 	$(RUN_TEST) python -m tools.bench $(BENCH_ARGS)
+
+# The whole stack under load for a long time (not in CI): python -m tools.soak --minutes 60
+soak: venv-test
+	$(RUN_TEST) python -m tools.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf .demo .bench .pytest_cache .mypy_cache .ruff_cache

@@ -60,7 +60,8 @@ class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     keepalive: int = 30
     tls: bool = False
     reconnect_min: float = 0.5
-    reconnect_max: float = 30.0
+    # 4 s: a broker that returns after any outage is reached again within 5 s
+    reconnect_max: float = 4.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:

@@ -1,0 +1,1 @@
+"""Whole-stack fault injection: real Mosquitto, simulators and every service as processes."""
