@@ -52,7 +52,9 @@ def test_depends_on_and_profiles_exist() -> None:
             assert dep in SERVICES, f"{name} depends on undefined service {dep}"
             dep_profiles = set(SERVICES[dep].get("profiles") or [])
             own = set(svc.get("profiles") or [])
-            assert not dep_profiles or dep_profiles & own, f"{name} depends on {dep} of another profile"
+            assert not dep_profiles or dep_profiles & own, (
+                f"{name} depends on {dep} of another profile"
+            )
         assert set(svc.get("profiles") or []) <= PROFILES, name
 
 
@@ -72,7 +74,9 @@ def test_bind_mounted_files_exist_or_are_generated() -> None:
     for name, svc in SERVICES.items():
         for vol in svc.get("volumes") or []:
             source = vol.split(":", 1)[0] if isinstance(vol, str) else vol.get("source", "")
-            source = _VAR.sub(lambda m: (m.group(2) or ":-").removeprefix(":-").removeprefix("-"), source)
+            source = _VAR.sub(
+                lambda m: (m.group(2) or ":-").removeprefix(":-").removeprefix("-"), source
+            )
             if source.startswith("./"):
                 rel = source.removeprefix("./")
                 assert (ROOT / rel).exists() or rel in GENERATED or rel == "config/site.toml", (
@@ -88,7 +92,9 @@ def _console_scripts() -> set[str]:
     return scripts
 
 
-def test_every_command_is_an_installed_entry_point_and_every_image_builds_from_a_dockerfile() -> None:
+def test_every_command_is_an_installed_entry_point_and_every_image_builds_from_a_dockerfile() -> (
+    None
+):
     scripts = _console_scripts()
     bindir = Path(sys.executable).parent
     for name, svc in SERVICES.items():
@@ -119,7 +125,9 @@ def test_host_network_services_have_no_networks_and_devices_use_safe_syntax() ->
         for dev in svc.get("devices") or []:
             if isinstance(dev, str):
                 host = dev.rsplit(":", 1)[0] if dev.count(":") >= 1 else dev
-                assert ":" not in host, f"{name}: {dev} needs the long device syntax (colon in path)"
+                assert ":" not in host, (
+                    f"{name}: {dev} needs the long device syntax (colon in path)"
+                )
 
 
 def test_restart_policy_and_healthchecks() -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hass_discovery import entities
-from hass_discovery.entities import OVERLAY, OVERRIDE_OVERLAY, Options
-from hass_discovery.inverter import InverterOutput
 
 from bmslink import schema
 from bmslink.schema import BankState, BatteryInfo, BatteryState, LimitsOverride
+from hass_discovery import entities
+from hass_discovery.entities import OVERLAY, OVERRIDE_OVERLAY, Options
+from hass_discovery.inverter import InverterOutput
 from tests.unit.test_hass_checker import check_device_config, check_entity_config
 
 SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots" / "hass"

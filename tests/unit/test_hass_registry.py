@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hass_discovery.config import HassConfig
-from hass_discovery.entities import Options
-from hass_discovery.registry import MIGRATE, Publish, Registry
-from hass_discovery.site import Site
 
 from bmslink import config as cfg
 from bmslink import schema
 from bmslink.schema import BatteryInfo
+from hass_discovery.config import HassConfig
+from hass_discovery.entities import Options
+from hass_discovery.registry import MIGRATE, Publish, Registry
+from hass_discovery.site import Site
 
 INDEX = "bmslink/hass-discovery/hass/index"
 PREFIX = "homeassistant"

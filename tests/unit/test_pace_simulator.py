@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from am2_modbus_reader.config import BusConfig
 from am2_modbus_reader.poller import Poller
 from am2_modbus_reader.transport import CaptureWriter, ModbusTransport, NoAnswer
-
 from battery_simulator.line import PtyLine
 from battery_simulator.pace import (
     ModbusRtuFramer,

@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable
 
 import minimalmodbus  # type: ignore[import-untyped]
+
 from am2_modbus_reader.config import BusConfig
 from am2_modbus_reader.poller import Poller
 from am2_modbus_reader.transport import ModbusTransport
-
 from battery_simulator.line import PtyLine
 from battery_simulator.pace import ModbusRtuFramer, PaceBus, build_bus, parse_pack_spec
 from battery_simulator.pylontech import CurrentProfile

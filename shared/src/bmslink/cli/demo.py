@@ -246,7 +246,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    env = {**os.environ, **demo_env(args.port, workdir / "state", iter([free_port() for _ in range(12)]))}
+    env = {
+        **os.environ,
+        **demo_env(args.port, workdir / "state", iter([free_port() for _ in range(12)])),
+    }
     specs = load_services(compose, env)
     started = time.monotonic()
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
