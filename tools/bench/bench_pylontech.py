@@ -32,7 +32,7 @@ from tools.bench import Result, time_per_call
 from tools.fuzz import mutate_ascii_frame
 
 ROOT = Path(__file__).resolve().parents[2]
-VECTORS = ROOT.parent / "shared" / "vectors"
+VECTORS = ROOT / "tests" / "vectors"  # the project copy of the reference vectors
 BAUD = 115200
 TURNAROUND_S = 0.002
 
