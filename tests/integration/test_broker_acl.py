@@ -121,3 +121,27 @@ def test_passwords_survive_a_rerun_and_match_mosquitto_passwd_format(tmp_path: P
     }
     line = (tmp_path / "passwd").read_text().splitlines()[0]
     assert line.split(":", 1)[1].startswith("$7$101$")
+
+
+def test_hardware_profiles_resolve_against_the_example_site(tmp_path: Path) -> None:
+    """Every hardware service's compose command runs (``--print-device-ids``) with the example
+    site file, so a typo in a command, an instance name or the example config fails here."""
+    users = credentials.generate(
+        ROOT / "compose.yaml",
+        ROOT / "config" / "site.example.toml",
+        tmp_path,
+        tmp_path / ".env",
+        {"rs485", "modbus", "ble", "can"},
+    )
+    names = {u.name for u in users}
+    assert {
+        "rack1-reader",
+        "am2-reader",
+        "daly-ble-reader",
+        "can-reader",
+        "inverter-emulator",
+    } <= names
+    assert {"bank-aggregator", "hass-discovery"} <= names
+    acl = (tmp_path / "acl").read_text()
+    for device in ("rack1-2", "rack1-3", "am2-1", "am2-2", "daly-1", "daly-2", "can1", "bank1"):
+        assert f"bms/{device}/state" in acl, device
