@@ -119,3 +119,28 @@ def test_example_site_file_is_valid() -> None:
     )
     assert loaded.section.addresses == [2, 3]
     assert loaded.mqtt.host == "mosquitto"
+
+
+def test_watch_shows_batteries_and_inverter_outputs() -> None:
+    from rich.console import Console
+
+    from bmslink.cli.watch import Board, view
+    from bmslink.schema import BatteryState, encode
+
+    board = Board()
+    board.handle(
+        "bms/rack-2/state", encode(BatteryState(id="rack-2", ts=1.0, voltage=49.73, soc=47.0))
+    )
+    board.handle("bms/rack-2/availability", b"online")
+    board.handle("bmslink/can-inverter-emulator/demo/inv1/link", b"up")
+    board.handle("bmslink/can-inverter-emulator/demo/inv1/mode", b"failsafe")
+    board.handle("bms/bad/state", b"{not json")
+    console = Console(width=200, record=True)
+    console.print(view(board, "t"))
+    text = console.export_text()
+    assert "rack-2" in text
+    assert "49.73" in text
+    assert "inv1" in text
+    assert "failsafe" in text
+    assert "1 malformed message(s) ignored" in text
+    assert board.outputs[("demo", "inv1")] == {"link": "up", "mode": "failsafe"}

@@ -40,11 +40,19 @@ class Board:
     """Thread-safe collection of the latest messages per device id."""
 
     devices: dict[str, Device] = field(default_factory=dict)
+    outputs: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     rejected: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Store one message (bad payloads are counted, not fatal)."""
+        for kind, pattern in (("link", topics.INVERTER_LINK), ("mode", topics.INVERTER_MODE)):
+            found = pattern.match(topic)
+            if found is not None:
+                with self.lock:
+                    key = (found["instance"], found["output"])
+                    self.outputs.setdefault(key, {})[kind] = payload.decode(errors="replace")
+                return
         for pattern in (topics.STATE, topics.INFO, topics.AVAILABILITY):
             found = pattern.match(topic)
             if found is None:
@@ -185,11 +193,32 @@ def render_banks(board: Board) -> Table | None:
     return table
 
 
+def render_outputs(board: Board) -> Table | None:
+    """The inverter outputs of the CAN emulator: link (0x305 seen) and mode (bank or fail-safe)."""
+    with board.lock:
+        outputs = sorted(board.outputs.items())
+    if not outputs:
+        return None
+    table = Table(title="inverter outputs (can-inverter-emulator)", header_style="bold")
+    for name in ("emulator", "output", "inverter link", "frames"):
+        table.add_column(name)
+    for (instance, output), values in outputs:
+        link = values.get("link", "?")
+        mode = values.get("mode", "?")
+        table.add_row(
+            instance,
+            output,
+            f"[{'green' if link == 'up' else 'red'}]{link}[/]",
+            f"[{'green' if mode == 'normal' else 'red'}]{'bank' if mode == 'normal' else mode}[/]",
+        )
+    return table
+
+
 def view(board: Board, title: str) -> RenderableType:
-    """The device table, and the bank table below it when a bank is on the broker."""
-    banks = render_banks(board)
-    devices = render(board, title)
-    return devices if banks is None else Group(devices, banks)
+    """The device table, then the bank and inverter-output tables when there are any."""
+    parts = [render(board, title), render_banks(board), render_outputs(board)]
+    shown = [p for p in parts if p is not None]
+    return shown[0] if len(shown) == 1 else Group(*shown)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -242,7 +271,15 @@ def run(args: argparse.Namespace) -> int:
         client.username_pw_set(args.username, args.password)
 
     def on_connect(c: paho.Client, *_: Any) -> None:
-        c.subscribe([("bms/+/state", 0), ("bms/+/info", 0), ("bms/+/availability", 0)])
+        c.subscribe(
+            [
+                ("bms/+/state", 0),
+                ("bms/+/info", 0),
+                ("bms/+/availability", 0),
+                (topics.INVERTER_LINK.subscription, 0),
+                (topics.INVERTER_MODE.subscription, 0),
+            ]
+        )
 
     client.on_connect = on_connect
     client.on_message = lambda _c, _u, m: board.handle(m.topic, bytes(m.payload))
