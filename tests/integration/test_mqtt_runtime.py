@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from bmslink.config import MqttConfig
-from bmslink.mqtt import MqttRuntime
+from bmslink.mqtt import REPUBLISH_DELAY, MqttRuntime
 from tests.broker import Broker, recorder
 
 pytestmark = pytest.mark.mqtt
@@ -47,6 +48,7 @@ def test_reconnect_republishes_status_and_sticky_messages(broker: Broker) -> Non
         rec.wait_topic("bms/p1/state", b'{"v":2}', timeout=10)
         rec.wait_topic("bms/p1/info", b'{"id":"p1"}', timeout=5)
         rec.wait_topic("bmslink/test-svc/t1/status", b"online", timeout=5)
+        time.sleep(REPUBLISH_DELAY + 0.5)  # the second re-publish after paho's own re-sends
         # paho may also re-send messages that were in flight when the broker died, in order;
         # what the broker keeps (the last one) must be the latest state
         assert [m.payload for m in rec.messages if m.topic == "bms/p1/state"][-1] == b'{"v":2}'

@@ -32,6 +32,10 @@ from bmslink.topics import OFFLINE, ONLINE, SERVICE_STATUS
 
 log = logging.getLogger(__name__)
 
+REPUBLISH_DELAY = 0.5
+"""s after a (re)connect when the sticky messages are published a second time (see
+``_handle_connect``)."""
+
 Handler = Callable[[str, bytes], None]
 """A subscription handler: ``(topic, payload)``; runs on the network thread."""
 
@@ -209,6 +213,13 @@ class MqttRuntime:
             client.subscribe(subs)
         for topic, item in sticky:
             client.publish(topic, item.payload, qos=item.qos, retain=item.retain)
+        if sticky:
+            # paho re-sends the messages that were in flight at the disconnect right AFTER this
+            # callback, so an older state could end up last (and retained): publish the latest
+            # values once more when that is done.
+            timer = threading.Timer(REPUBLISH_DELAY, self._republish_sticky)
+            timer.daemon = True
+            timer.start()
         self.connected.set()
         self.heartbeat.beat()
         for callback in self._on_connect:
@@ -216,6 +227,14 @@ class MqttRuntime:
                 callback()
             except Exception:
                 log.exception("on_connect callback failed")
+
+    def _republish_sticky(self) -> None:
+        if not (self._started and self.connected.is_set()):
+            return
+        with self._lock:
+            sticky = list(self._sticky.items())
+        for topic, item in sticky:
+            self._client.publish(topic, item.payload, qos=item.qos, retain=item.retain)
 
     def _handle_disconnect(
         self, _c: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any
