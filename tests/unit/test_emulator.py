@@ -81,7 +81,7 @@ class Clock:
 def test_normal_cycle_golden_bytes() -> None:
     clock = Clock()
     feed = BankFeed()
-    feed.put(bank(), clock.now)
+    feed.put(bank(), clock.now, clock.wall)
     out = output(feed)
     cycle = out.cycle(clock.now, clock.wall)
     assert cycle.mode == "normal" and cycle.bank_ts == WALL0
@@ -99,7 +99,7 @@ def test_stale_bank_sends_failsafe_within_stale_after_plus_one_period() -> None:
     clock = Clock()
     feed = BankFeed()
     received = clock.now
-    feed.put(bank(), received)
+    feed.put(bank(), received, clock.wall)
     out = output(feed)
     first_failsafe = None
     for _ in range(30):
@@ -121,11 +121,11 @@ def test_stale_bank_sends_failsafe_within_stale_after_plus_one_period() -> None:
 def test_bank_returns_to_normal_frames() -> None:
     clock = Clock()
     feed = BankFeed()
-    feed.put(bank(), clock.now)
+    feed.put(bank(), clock.now, clock.wall)
     out = output(feed)
     clock.advance(STALE + 0.5)
     assert out.cycle(clock.now, clock.wall).mode == "failsafe"
-    feed.put(bank(ts=clock.wall, soc=55.0), clock.now)
+    feed.put(bank(ts=clock.wall, soc=55.0), clock.now, clock.wall)
     cycle = out.cycle(clock.now + PERIOD, clock.wall + PERIOD)
     assert cycle.mode == "normal"
     assert dict(cycle.frames)[0x355][0] == 55
@@ -137,23 +137,23 @@ def test_no_state_and_bank_failsafe_send_the_failsafe_set() -> None:
     out = output(feed)
     cycle = out.cycle(clock.now, clock.wall)
     assert cycle.mode == "failsafe" and cycle.reason == "no bank state yet"
-    feed.put(bank(failsafe=True, limits_source="failsafe"), clock.now)
+    feed.put(bank(failsafe=True, limits_source="failsafe"), clock.now, clock.wall)
     assert out.cycle(clock.now, clock.wall).mode == "failsafe"
 
 
 def test_a_retained_old_state_is_stale_although_just_received() -> None:
     clock = Clock()
     feed = BankFeed()
-    feed.put(bank(ts=clock.wall - 3600), clock.now)  # delivered now, read an hour ago
+    feed.put(bank(ts=clock.wall - 3600), clock.now, clock.wall)  # delivered now, read an hour ago
     assert output(feed).cycle(clock.now, clock.wall).mode == "failsafe"
 
 
 def test_latest_state_wins_and_older_ts_is_ignored() -> None:
     clock = Clock()
     feed = BankFeed()
-    feed.put(bank(soc=10.0), clock.now)
-    feed.put(bank(ts=WALL0 + 0.5, soc=20.0), clock.now)
-    feed.put(bank(ts=WALL0 - 5, soc=30.0), clock.now)  # out of order: ignored
+    feed.put(bank(soc=10.0), clock.now, clock.wall)
+    feed.put(bank(ts=WALL0 + 0.5, soc=20.0), clock.now, clock.wall)
+    feed.put(bank(ts=WALL0 - 5, soc=30.0), clock.now, clock.wall)  # out of order: ignored
     assert frames(output(feed), clock.now, clock.wall)[0x355][0] == 20
 
 
@@ -175,7 +175,7 @@ def test_heartbeat_stops_link_down_after_5_s() -> None:
 def test_two_outputs_with_different_caps_get_different_limits() -> None:
     clock = Clock()
     feed = BankFeed()
-    feed.put(bank(), clock.now)
+    feed.put(bank(), clock.now, clock.wall)
     deye = output(feed, current_scale=0.5, charge_current_max=60.0)
     sma = output(feed, current_scale=0.5, discharge_current_max=80.0, profile="sma")
     a = pc.decode_frame(0x351, frames(deye, clock.now, clock.wall)[0x351])
@@ -193,7 +193,7 @@ def test_two_outputs_with_different_caps_get_different_limits() -> None:
 def test_charge_enable_off_zeroes_that_limit(strategy: str, ccl: float, cvl: float) -> None:
     clock = Clock()
     feed = BankFeed()
-    feed.put(bank(charge_enabled=False), clock.now)
+    feed.put(bank(charge_enabled=False), clock.now, clock.wall)
     sent = frames(output(feed, stop_strategy=strategy), clock.now, clock.wall)
     limits = pc.decode_frame(0x351, sent[0x351])
     flags = pc.decode_frame(0x35C, sent[0x35C])
@@ -207,7 +207,7 @@ def test_charge_enable_off_zeroes_that_limit(strategy: str, ccl: float, cvl: flo
 def test_discharge_enable_off_zeroes_dcl() -> None:
     clock = Clock()
     feed = BankFeed()
-    feed.put(bank(discharge_enabled=False), clock.now)
+    feed.put(bank(discharge_enabled=False), clock.now, clock.wall)
     limits = pc.decode_frame(0x351, frames(output(feed), clock.now, clock.wall)[0x351])
     assert isinstance(limits, pc.Limits)
     assert (limits.charge_current_limit, limits.discharge_current_limit) == (150.0, 0.0)
@@ -216,7 +216,7 @@ def test_discharge_enable_off_zeroes_dcl() -> None:
 def test_profile_options_reach_the_frames() -> None:
     clock = Clock()
     feed = BankFeed()
-    feed.put(bank(alarms=["cell_overvoltage@rack-2"]), clock.now)
+    feed.put(bank(alarms=["cell_overvoltage@rack-2"]), clock.now, clock.wall)
     out = output(feed, profile="pylon_v2", voltage_scale=0.1, invert_current=True, module_count=4)
     sent = frames(out, clock.now, clock.wall)
     assert sorted(sent) == [0x351, 0x355, 0x356, 0x359, 0x35A, 0x35C, 0x35E, 0x372, 0x373, 0x379]
@@ -352,7 +352,8 @@ def test_runner_sends_bank_frames_and_follows_the_heartbeat(
     wait_until(lambda: inverters["sma"].latest(0x351) not in (None, bytes(8)))
     sma = pc.decode_frame(0x351, inverters["sma"].latest(0x351) or b"")
     assert isinstance(deye, pc.Limits) and isinstance(sma, pc.Limits)
-    assert (deye.charge_current_limit, deye.discharge_current_limit) == (60.0, 200.0)
+    # deye has no current_scale: it gets what sma (0.5) leaves of the bank, capped at 60 A
+    assert (deye.charge_current_limit, deye.discharge_current_limit) == (60.0, 100.0)
     assert (sma.charge_current_limit, sma.discharge_current_limit) == (75.0, 100.0)
     assert all(len(m.data) == 8 for m in inverters["deye"].received if m.arbitration_id != 0x305)
     assert (mode, "normal") in published

@@ -283,17 +283,44 @@ def test_limits_round_trip(cvl: float, ccl: float, dcl: float, dvl: float) -> No
     assert len(data) == 8
     got = pc.decode_frame(0x351, data)
     assert isinstance(got, pc.Limits)
-    assert got.charge_voltage_limit == pytest.approx(cvl, abs=0.05 + 1e-9)
-    assert got.charge_current_limit == pytest.approx(ccl, abs=0.05 + 1e-9)
-    assert got.discharge_current_limit == pytest.approx(dcl, abs=0.05 + 1e-9)
-    assert got.discharge_voltage_limit == pytest.approx(dvl, abs=0.05 + 1e-9)
+    # toward safe, within one 0.1 step (doc §7 "Rounding"): CVL/CCL/DCL down, DVL up
+    assert cvl - 0.1 < got.charge_voltage_limit <= cvl
+    assert ccl - 0.1 < got.charge_current_limit <= ccl
+    assert dcl - 0.1 < got.discharge_current_limit <= dcl
+    assert got.discharge_voltage_limit is not None
+    assert dvl <= got.discharge_voltage_limit < dvl + 0.1
+
+
+@pytest.mark.parametrize(
+    ("limits", "wire"),
+    [
+        ((56.29, 99.99, 150.06, 46.01), (56.2, 99.9, 150.0, 46.1)),
+        ((56.3, 0.29, 0.3, 46.9), (56.3, 0.2, 0.3, 46.9)),  # exact decimals keep their count
+        ((0.0, 0.09, 0.0, 0.0), (0.0, 0.0, 0.0, None)),  # below one step: 0 A, not 0.1 A
+    ],
+)
+def test_limits_are_rounded_toward_safe(
+    limits: tuple[float, float, float, float], wire: tuple[float, float, float, float | None]
+) -> None:
+    got = pc.sent_limits(*limits)
+    assert (
+        got.charge_voltage_limit,
+        got.charge_current_limit,
+        got.discharge_current_limit,
+        got.discharge_voltage_limit,
+    ) == wire
+
+
+def test_limits_rounded_toward_safe_golden_bytes() -> None:
+    # 562 (56.2 V), 999 (99.9 A), 1500 (150.0 A), 461 (46.1 V), little-endian
+    assert pc.encode_limits(56.29, 99.99, 150.06, 46.01).hex().upper() == "3202E703DC05CD01"
 
 
 @given(st.integers(-(10**6), 10**6).map(lambda x: x / 10))
 def test_limits_clamp_instead_of_wrapping(ccl: float) -> None:
     got = pc.decode_frame(0x351, pc.encode_limits(50, ccl, ccl, 45))
     assert isinstance(got, pc.Limits)
-    assert got.charge_current_limit == pytest.approx(min(3276.7, max(0.0, ccl)), abs=0.051)
+    assert got.charge_current_limit == pytest.approx(min(3276.7, max(0.0, ccl)), abs=1e-9)
 
 
 @given(st.integers(0, 100), st.integers(0, 100), st.none() | st.floats(0.01, 100))

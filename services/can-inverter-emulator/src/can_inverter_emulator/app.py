@@ -10,6 +10,7 @@ retained).
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import logging
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 
 import can
 
+from bmslink import config as cfgmod
 from bmslink import schema, topics
 from bmslink.canbus import BusOpenError, open_bus
 from bmslink.service import base_parser, start_service
-from can_inverter_emulator.config import EmulatorConfig
+from can_inverter_emulator.config import EmulatorConfig, resolve_shares, site_shares
 from can_inverter_emulator.output import BankFeed, Output
 
 SERVICE = "can-inverter-emulator"
@@ -214,14 +216,17 @@ class Emulator:
         stop: threading.Event,
         *,
         bus_factories: dict[str, Callable[[], can.BusABC]] | None = None,
+        shares: dict[str, float] | None = None,
     ) -> None:
         self.config = config
         self.instance = instance
-        self.feed = BankFeed()
+        self.feed = BankFeed(config.future_tolerance)
         self.rejected: collections.Counter[str] = collections.Counter()
         self.runners: dict[str, OutputRunner] = {}
+        if shares is None:  # this instance alone
+            shares = {o: s for (_i, o), s in resolve_shares({instance: config}).items()}
         for name, out_cfg in config.outputs.items():
-            output = Output(name, out_cfg, self.feed, config.stale_after)
+            output = Output(name, out_cfg, self.feed, config.stale_after, shares[name])
 
             def notify(kind: str, value: str, name: str = name) -> None:
                 pattern = LINK_TOPIC if kind == "link" else MODE_TOPIC
@@ -247,7 +252,9 @@ class Emulator:
     def on_state(self, _topic: str, payload: bytes) -> None:
         """MQTT handler of ``bms/<bank>/state``: keep the newest valid BankState.
 
-        A payload that is not a BankState of this bank is refused, counted and logged."""
+        A payload that is not a BankState of this bank, or one stamped more than
+        ``future_tolerance`` s ahead, is refused, counted and logged; one older than the state
+        held is dropped and counted (``older``)."""
         if not payload:
             return
         try:
@@ -260,7 +267,17 @@ class Emulator:
             self.rejected["wrong_id"] += 1
             log.warning("refused bank state of %r on %s", state.id, self.state_topic)
             return
-        self.feed.put(state, time.monotonic())
+        wall = time.time()
+        verdict = self.feed.put(state, time.monotonic(), wall)
+        if verdict == "future":
+            self.rejected["future"] += 1
+            log.warning(
+                "refused bank state stamped %.1f s ahead (future_tolerance %.1f s)",
+                state.ts - wall,
+                self.config.future_tolerance,
+            )
+        elif verdict == "older":
+            self.rejected["older"] += 1
 
     def start(self) -> None:
         """Start every output."""
@@ -281,16 +298,35 @@ class Emulator:
         }
 
 
+def _shares_or_exit(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None
+) -> dict[str, float]:
+    """This instance's output shares over the whole site file (:func:`site_shares`), checked
+    before the service connects: a bad instance or shares exit 2 naming the keys. Without
+    ``--instance`` it returns {} and ``start_service`` reports the missing argument."""
+    args, _rest = parser.parse_known_args(argv)
+    if not args.instance:
+        return {}
+    path = args.config if args.config else cfgmod.default_path()
+    try:
+        own = cfgmod.load("inverters", EmulatorConfig, instance=args.instance, path=path)
+        return site_shares(args.instance, own.section, path)
+    except cfgmod.ConfigError as exc:
+        print(f"bmslink: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(cfgmod.EXIT_CONFIG) from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the emulator until SIGTERM/SIGINT; returns the exit status (2 for a bad config)."""
     parser = base_parser("Present a bank to inverters as a Pylontech LV CAN BMS.")
+    shares = _shares_or_exit(parser, argv)
     ctx = start_service(SERVICE, "inverters", EmulatorConfig, parser, argv)
     config: EmulatorConfig = ctx.loaded.section
 
     def publish(topic: str, value: str) -> None:
         ctx.mqtt.publish(topic, value, retain=True, qos=1, sticky=True)
 
-    emulator = Emulator(config, ctx.instance, publish, ctx.stop)
+    emulator = Emulator(config, ctx.instance, publish, ctx.stop, shares=shares)
     ctx.mqtt.subscribe(emulator.state_topic, emulator.on_state)
     emulator.start()
     log.info(

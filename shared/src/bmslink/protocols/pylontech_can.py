@@ -4,8 +4,8 @@ Bus facts (reference doc ``shared/protocols/pylontech-can.md``, "the doc" below)
 11-bit identifiers, **little-endian** fields, the BMS sends its frame set about once a second and
 the inverter answers with 0x305. Decoding accepts any DLC that covers the bytes a field needs
 (real packs send DLC 2..8, doc §4); a field the frame is too short for decodes to ``None``.
-Encoding always yields DLC 8, zero-padded, with values rounded (``round()``) and clamped to the
-field's range (doc §7 "Rounding"; §7.1).
+Encoding always yields DLC 8, zero-padded, with values rounded (``round()``; the 0x351 limits
+toward safe: CVL/CCL/DCL down, DVL up) and clamped to the field's range (doc §7 "Rounding"; §7.1).
 
 Frames decoded here (doc section):
 
@@ -104,6 +104,7 @@ __all__ = [
     "encode_request_flags",
     "encode_soc_soh",
     "protection_bits",
+    "sent_limits",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -203,12 +204,30 @@ def _req(f: Field, data: bytes, can_id: int) -> float | int:
     return value
 
 
-def _write(buf: bytearray, f: Field, value: float) -> None:
-    """Encode ``value`` into ``buf`` (rounded, clamped to the field range, little-endian)."""
+Rounding = Literal["nearest", "down", "up"]
+"""How a value becomes a raw count: ``nearest`` (measurements), ``down`` (the largest count
+whose value is ≤ the input: CVL, CCL, DCL) or ``up`` (the smallest count whose value is ≥ the
+input: DVL). Doc §7 "Rounding": limits are rounded toward safe."""
+
+
+def _to_raw(f: Field, value: float, rounding: Rounding) -> int:
+    raw = f.to_raw(value)
+    # to_raw rounds to nearest; one step corrects it, judged on the decoded value itself so
+    # float noise (0.29 * 100 = 28.999…) neither loses a count nor goes one over.
+    if rounding == "down" and f.to_value(raw) > value:
+        raw -= 1
+    elif rounding == "up" and f.to_value(raw) < value:
+        raw += 1
+    return raw
+
+
+def _write(buf: bytearray, f: Field, value: float, rounding: Rounding = "nearest") -> None:
+    """Encode ``value`` into ``buf`` (rounded as asked, clamped to the field range,
+    little-endian)."""
     if not math.isfinite(value):
         raise EncodeError(f"field {f.name!r}: value {value!r} is not finite")
     lo, hi = f.raw_range()
-    raw = min(hi, max(lo, f.to_raw(value)))
+    raw = min(hi, max(lo, _to_raw(f, value, rounding)))
     buf[f.offset : f.end] = raw.to_bytes(f.size, "little", signed=f.signed)
 
 
@@ -783,17 +802,40 @@ def encode_limits(
     discharge_current_limit: float,
     discharge_voltage_limit: float = 0.0,
 ) -> bytes:
-    """0x351 data (doc §3.1): CVL V, CCL A, DCL A, DVL V (always sent, §7). Limits are
-    magnitudes: negatives clamp to 0. Raises :class:`EncodeError` for a non-finite value."""
+    """0x351 data (doc §3.1): CVL V, CCL A, DCL A, DVL V (always sent, §7), 0.1 V / 0.1 A.
+
+    Rounded toward safe (doc §7 "Rounding"): CVL, CCL and DCL down, DVL up, so the inverter
+    never reads a wider window than given (56.29 V → 56.2 V; 99.99 A → 99.9 A; 46.01 V →
+    46.1 V); then clamped to the field range. Limits are magnitudes: negatives clamp to 0.
+    Raises :class:`EncodeError` for a non-finite value."""
     cvl, ccl, dcl, dvl = LIMITS_FIELDS
-    return _frame(
-        (
-            (cvl, charge_voltage_limit),
-            (ccl, max(0.0, charge_current_limit)),
-            (dcl, max(0.0, discharge_current_limit)),
-            (dvl, discharge_voltage_limit),
-        )
+    buf = bytearray(_DLC)
+    _write(buf, cvl, charge_voltage_limit, "down")
+    _write(buf, ccl, max(0.0, charge_current_limit), "down")
+    _write(buf, dcl, max(0.0, discharge_current_limit), "down")
+    _write(buf, dvl, discharge_voltage_limit, "up")
+    return bytes(buf)
+
+
+def sent_limits(
+    charge_voltage_limit: float,
+    charge_current_limit: float,
+    discharge_current_limit: float,
+    discharge_voltage_limit: float = 0.0,
+) -> Limits:
+    """The 0x351 values an inverter reads for these limits (after :func:`encode_limits`'
+    rounding and clamping); DVL 0 reads as None. Raises :class:`EncodeError` like it."""
+    frame = decode_frame(
+        ID_LIMITS,
+        encode_limits(
+            charge_voltage_limit,
+            charge_current_limit,
+            discharge_current_limit,
+            discharge_voltage_limit,
+        ),
     )
+    assert isinstance(frame, Limits)
+    return frame
 
 
 def encode_soc_soh(soc: float, soh: float, soc_hires: float | None = None) -> bytes:
