@@ -67,7 +67,7 @@ class OutputConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     bitrate: Annotated[int, Meta(ge=10_000, le=1_000_000)] = 500_000
     period: Annotated[float, Meta(ge=0.01, le=60)] = 1.0
     profile: Profile = "pylontech"
-    current_scale: Annotated[float, Meta(gt=0, le=1)] | None = None
+    current_scale: Annotated[float, Meta(gt=0)] | None = None  # ≤ 1: checked by the instance
     current_limit_min: Annotated[float, Meta(ge=0.1, le=100)] = 1.0
     charge_current_max: Amps | None = None
     discharge_current_max: Amps | None = None
@@ -101,6 +101,11 @@ class EmulatorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ValueError(
                     f"voltage_scale must be 0.01 or 0.1, got {output.voltage_scale}"
                     f" - at `$.outputs.{name}.voltage_scale`"
+                )
+            if output.current_scale is not None and output.current_scale > 1:
+                raise ValueError(
+                    f"current_scale must be at most 1 (a share of the bank), got"
+                    f" {output.current_scale} - at `$.outputs.{name}.current_scale`"
                 )
             if not _NAME.match(name):
                 raise ValueError(f"output name {name!r} is not a slug - at `$.outputs`")
