@@ -385,6 +385,21 @@ def test_bad_payloads_are_refused_and_counted(
     assert emulator.feed.latest is None
 
 
+def test_future_and_older_states_are_refused_and_counted(
+    emulator_setup: tuple[Emulator, dict[str, Inverter], list[tuple[str, str]]],
+) -> None:
+    emulator, _inverters, _published = emulator_setup
+    now = time.time()
+    emulator.on_state("bms/bank1/state", schema.encode(bank(ts=now + 15)))  # 15 s ahead
+    assert emulator.feed.latest is None
+    emulator.on_state("bms/bank1/state", schema.encode(bank(ts=now, soc=50.0)))
+    emulator.on_state("bms/bank1/state", schema.encode(bank(ts=now - 1, soc=40.0)))
+    assert emulator.rejected == {"future": 1, "older": 1}
+    snap = emulator.feed.latest
+    assert snap is not None and snap.state.soc == 50.0
+    assert emulator.stats()["rejected"] == {"future": 1, "older": 1}
+
+
 def test_sending_is_the_emulators_liveness(
     emulator_setup: tuple[Emulator, dict[str, Inverter], list[tuple[str, str]]],
 ) -> None:
