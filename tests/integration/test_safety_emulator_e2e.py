@@ -22,6 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bmslink import schema
+from tests.bank_states import bank_state
 from tests.broker import Broker, recorder
 from tests.processes import CAN_SIM, run_service, service, simulator, write_site
 
@@ -123,22 +124,9 @@ class BankPublisher:
         """Publish a bank state (defaults overridden by ``changes``); returns its tag, a SoC
         (1..99 %) no recent state had, to find its frame set."""
         self.tag = self.tag % 99 + 1
-        values: dict[str, object] = {
-            "id": "bank1",
-            "ts": time.time(),
-            "voltage": 52.0,
-            "soc": float(self.tag),
-            "charge_enabled": True,
-            "discharge_enabled": True,
-            "charge_voltage_limit": 55.2,
-            "discharge_voltage_limit": 46.0,
-            "charge_current_limit": 100.0,
-            "discharge_current_limit": 150.0,
-            "members": ["a", "b"],
-            "members_online": ["a", "b"],
-            **changes,
-        }
-        state = schema.BankState(**values)  # type: ignore[arg-type]
+        ts = changes.pop("ts", time.time())
+        assert isinstance(ts, float)
+        state = bank_state(ts, **{"soc": float(self.tag), **changes})
         # retained: a state published while the emulator (re)subscribes still reaches it
         payload = schema.encode(state)
         self.client.publish("bms/bank1/state", payload, qos=1, retain=True).wait_for_publish(5)

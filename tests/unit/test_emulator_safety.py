@@ -28,6 +28,7 @@ from can_inverter_emulator.config import (
     site_shares,
 )
 from can_inverter_emulator.output import BankFeed, Output
+from tests.bank_states import bank_state
 
 WALL0 = 1_700_000_000.0
 NOW0 = 100.0
@@ -53,22 +54,8 @@ def send(state: schema.BankState, cfg: OutputConfig, share: float | None = None)
     return wire(cycle.frames)
 
 
-def bank(**changes: Any) -> schema.BankState:
-    values: dict[str, Any] = {
-        "id": "bank1",
-        "ts": WALL0,
-        "voltage": 52.0,
-        "charge_enabled": True,
-        "discharge_enabled": True,
-        "charge_voltage_limit": 55.2,
-        "discharge_voltage_limit": 46.0,
-        "charge_current_limit": 100.0,
-        "discharge_current_limit": 150.0,
-        "members": ["a", "b"],
-        "members_online": ["a", "b"],
-        **changes,
-    }
-    return schema.BankState(**values)
+def bank(ts: float = WALL0, **changes: Any) -> schema.BankState:
+    return bank_state(ts, **changes)
 
 
 limit_amps = st.none() | st.floats(0, 500, allow_nan=False)
