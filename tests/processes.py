@@ -145,10 +145,13 @@ def stop_reading_stderr(
     proc.send_signal(sig)
     try:
         status = proc.wait(timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise AssertionError(
+            f"{proc.args} still running {timeout} s after signal {sig}; stderr:\n{err[-4000:]}"
+        ) from None
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.stderr:
         proc.stderr.close()

@@ -284,11 +284,12 @@ def test_limits_round_trip(cvl: float, ccl: float, dcl: float, dvl: float) -> No
     got = pc.decode_frame(0x351, data)
     assert isinstance(got, pc.Limits)
     # toward safe, within one 0.1 step (doc §7 "Rounding"): CVL/CCL/DCL down, DVL up
-    assert cvl - 0.1 < got.charge_voltage_limit <= cvl
-    assert ccl - 0.1 < got.charge_current_limit <= ccl
-    assert dcl - 0.1 < got.discharge_current_limit <= dcl
+    assert cvl - 0.1 - 1e-9 < got.charge_voltage_limit <= cvl
+    assert ccl - 0.1 - 1e-9 < got.charge_current_limit <= ccl
+    assert dcl - 0.1 - 1e-9 < got.discharge_current_limit <= dcl
     assert got.discharge_voltage_limit is not None
-    assert dvl <= got.discharge_voltage_limit < dvl + 0.1
+    # strictly never below; at most one step above (1e-9: the float sum dvl + 0.1 itself)
+    assert dvl <= got.discharge_voltage_limit < dvl + 0.1 + 1e-9
 
 
 @pytest.mark.parametrize(

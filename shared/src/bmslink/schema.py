@@ -90,7 +90,7 @@ def D(text: str) -> Meta:  # noqa: N802 - reads as a type annotation
     return Meta(description=text)
 
 
-LimitsSource = Literal["bms", "override", "taper", "config", "failsafe"]
+LimitsSource = Literal["bms", "override", "taper", "config", "alarm", "failsafe"]
 MemberLimitSource = Literal["bms", "config", "default"]
 
 
@@ -129,10 +129,12 @@ class _CommonState(_Message, kw_only=True):
     cell_delta: Annotated[CellDelta, D("highest − lowest cell voltage")] | None = None
     temperature_min: Annotated[Temperature, D("lowest temperature sensor")] | None = None
     temperature_max: Annotated[Temperature, D("highest temperature sensor")] | None = None
-    charge_enabled: Annotated[bool, D("charging allowed (MOSFET or allow flag)")] | None = None
-    discharge_enabled: Annotated[bool, D("discharging allowed (MOSFET or allow flag)")] | None = (
-        None
-    )
+    charge_enabled: (
+        Annotated[bool, D("charging allowed by the BMS (allow/request flag)")] | None
+    ) = None
+    discharge_enabled: (
+        Annotated[bool, D("discharging allowed by the BMS (allow/request flag)")] | None
+    ) = None
     charge_voltage_limit: Annotated[VoltageLimit, D("CVL: charge voltage limit")] | None = None
     discharge_voltage_limit: Annotated[VoltageLimit, D("DVL: discharge voltage limit")] | None = (
         None
@@ -165,6 +167,12 @@ class BatteryState(_CommonState, tag_field="kind", tag="battery", kw_only=True):
     ``temperatures`` are the cell/pack sensors in the BMS's order; ``raw_status`` keeps the BMS's
     raw status/alarm bitfields (name → integer) for diagnosis next to the stable ``alarms`` and
     ``warnings`` codes (snake_case, e.g. ``cell_overvoltage``).
+
+    ``charge_enabled``/``discharge_enabled`` say whether the BMS *allows* a direction (for
+    Pylontech a request flag, 0x92 / CAN 0x35C); ``charge_switch``/``discharge_switch`` whether
+    its MOSFET or relay for that direction is closed (``None``: the BMS does not say). The bank
+    rules treat them differently: a disallowed direction stops the bank, an open switch only
+    leaves the member out of that direction's current split (docs/bank-rules.md).
     """
 
     cell_voltages: Annotated[list[CellVoltage], D("cell voltages, cell 1 first")] = msgspec.field(
@@ -184,6 +192,12 @@ class BatteryState(_CommonState, tag_field="kind", tag="battery", kw_only=True):
     raw_status: Annotated[dict[str, int], D("raw status/alarm bitfields, for diagnosis")] = (
         msgspec.field(default_factory=dict)
     )
+    charge_switch: (
+        Annotated[bool, D("charge MOSFET/relay: true closed, false open, null unknown")] | None
+    ) = None
+    discharge_switch: (
+        Annotated[bool, D("discharge MOSFET/relay: true closed, false open, null unknown")] | None
+    ) = None
 
 
 class BankState(_CommonState, tag_field="kind", tag="bank", kw_only=True):
@@ -217,6 +231,12 @@ class BankState(_CommonState, tag_field="kind", tag="bank", kw_only=True):
         dict[DeviceId, Timestamp], D("Unix time of each counted member's reading, s")
     ] = msgspec.field(default_factory=dict)
     soc_raw: Annotated[Soc, D("capacity-weighted SoC before the 99 % hold")] | None = None
+    charge_limit_reason: (
+        Annotated[AlarmCode, D("why the CCL is what it is, as code@member (e.g. alarm)")] | None
+    ) = None
+    discharge_limit_reason: (
+        Annotated[AlarmCode, D("why the DCL is what it is, as code@member (e.g. alarm)")] | None
+    ) = None
 
 
 State = BatteryState | BankState

@@ -156,6 +156,8 @@ OVERLAY: Final[dict[str, Look]] = {
         ),
     ),
     "raw_status": _skip("raw bitfields stay in the JSON for diagnosis"),
+    "charge_switch": Look("Charge switch", device_class="power", icon="mdi:electric-switch"),
+    "discharge_switch": Look("Discharge switch", device_class="power", icon="mdi:electric-switch"),
     # banks only
     "members": Look("Members", kind="text", icon="mdi:battery-multiple", diagnostic=True),
     "members_online": Look("Members online", kind="count", icon="mdi:battery-check"),
@@ -172,6 +174,8 @@ OVERLAY: Final[dict[str, Look]] = {
     "member_limit_sources": _skip("a map per member; in the JSON for diagnosis"),
     "members_ts": _skip("a map per member; in the JSON for diagnosis"),
     "soc_raw": Look("Raw state of charge", precision=0, diagnostic=True, enabled=False),
+    "charge_limit_reason": Look("Charge limit reason", kind="text", diagnostic=True),
+    "discharge_limit_reason": Look("Discharge limit reason", kind="text", diagnostic=True),
 }
 """Presentation of every field of ``BatteryState`` and ``BankState`` (a test keeps them equal)."""
 
