@@ -93,7 +93,8 @@ def aggregator(broker: Broker, tmp_path: Path) -> Iterator[subprocess.Popen[byte
         'members = ["pylon-1", "daly-1"]\n'
         "period = 0.5\nmin_interval = 0.0\nstale_after = 2.0\n"
         "max_discharge_current = 70.0\n"
-        "[banks.house.packs.daly-1]\ncapacity = 100.0\ncharge_current_limit = 50.0\n"
+        "[banks.house.packs.daly-1]\n"
+        "capacity = 100.0\ncharge_current_limit = 50.0\ncell_count = 16\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "bank_aggregator", "--config", str(site), "--instance", "house"],
@@ -126,19 +127,37 @@ def test_bank_follows_its_members(broker: Broker, aggregator: subprocess.Popen[b
                 charge_current_limit=25.0,
                 discharge_current_limit=50.0,
                 charge_voltage_limit=53.2,
-                alarms=["cell_overvoltage"],
+                discharge_voltage_limit=44.0,
             )
-            packs.set("daly-1", voltage=52.0, current=-4.0, soc=70.0, charge_enabled=True)
+            # the Daly's CVL/DVL: 16 LFP cells (config) × the per-cell defaults
+            packs.set("daly-1", voltage=51.0, current=-4.0, soc=70.0, charge_enabled=True)
             packs.availability("pylon-1", "online")
             both = bank_state(rec, lambda s: len(s.members_online) == 2)
             assert both.soc == 60.0 and both.current == 6.0 and not both.degraded
-            assert both.charge_current_limit == 75.0  # pylon: 25 A for a 1/3 share
+            # pylon: 25 A for a 1/3 share → 75 A, × 0.9 share margin
+            assert both.charge_current_limit == 67.5 and both.charge_enabled
             assert both.charge_limited_by == "pylon-1"
-            # daly's DCL: 0.5 C default of 100 Ah for a 2/3 share → 75 A, capped by config at 70 A
-            assert both.discharge_current_limit == 70.0 and both.discharge_limit_source == "config"
+            # daly's DCL: 0.5 C default of 100 Ah for a 2/3 share → 75 A × 0.9 (below the 70 A cap)
+            assert both.discharge_current_limit == 67.5 and both.discharge_limit_source == "config"
             assert both.member_limit_sources == {"pylon-1": "bms", "daly-1": "default"}
-            assert both.alarms == ["cell_overvoltage@pylon-1"]
+            assert both.charge_voltage_limit == 53.2 and both.alarms == []
             rec.wait_topic("bms/house/availability", b"online", timeout=5)
+
+            # a protection alarm on one pack stops charging through the whole bank
+            mark = rec.mark()
+            packs.set(
+                "pylon-1",
+                **{**packs.states["pylon-1"], "alarms": ["cell_overvoltage"]},  # type: ignore[arg-type]
+            )
+            alarmed = bank_state(rec, lambda s: s.alarms != [], after=mark)
+            assert alarmed.alarms == ["cell_overvoltage@pylon-1"]
+            assert not alarmed.charge_enabled and alarmed.charge_current_limit == 0.0
+            assert alarmed.charge_limit_reason == "cell_overvoltage@pylon-1"
+            assert alarmed.charge_limit_source == "alarm"
+            assert alarmed.discharge_enabled and alarmed.discharge_current_limit == 67.5
+            mark = rec.mark()
+            packs.set("pylon-1", **{**packs.states["pylon-1"], "alarms": []})  # type: ignore[arg-type]
+            bank_state(rec, lambda s: s.charge_current_limit == 67.5, after=mark)
 
             # one pack drops (offline) and returns
             mark = rec.mark()
@@ -173,10 +192,11 @@ def test_overrides_accepted_rejected_and_expired(
     packs = Packs(broker.port)
     try:
         with recorder(broker.port, "bms/#") as rec:
-            packs.set("pylon-1", soc=50.0, full_capacity=50.0, charge_current_limit=30.0)
-            packs.set("daly-1", soc=50.0, full_capacity=50.0, charge_current_limit=30.0)
-            # daly-1 (100 Ah from the config) takes 2/3 of the bank current: 30 A · 3/2
-            bank_state(rec, lambda s: s.charge_current_limit == 45.0, timeout=15)
+            limits = {"charge_voltage_limit": 53.2, "discharge_voltage_limit": 44.0}
+            packs.set("pylon-1", soc=50.0, full_capacity=50.0, charge_current_limit=30.0, **limits)
+            packs.set("daly-1", soc=50.0, full_capacity=50.0, charge_current_limit=30.0, **limits)
+            # daly-1 (100 Ah from the config) takes 2/3 of the bank current: 30 A · 3/2 · 0.9
+            bank_state(rec, lambda s: s.charge_current_limit == 40.5, timeout=15)
             for bad, why in [
                 (b'{"charge_current_limit": -5}', ">= 0"),
                 (b'{"charge_current_limit": "lots"}', "Expected `float | null`"),
@@ -196,7 +216,7 @@ def test_overrides_accepted_rejected_and_expired(
             assert held.charge_current_limit == 12.5 and held.override_expires == accepted.expires
             # the lease ends by itself (no new command)
             expired = bank_state(rec, lambda s: s.override_expires is None, after=rec.mark())
-            assert expired.charge_current_limit == 45.0 and expired.charge_limit_source == "bms"
+            assert expired.charge_current_limit == 40.5 and expired.charge_limit_source == "bms"
             # the DCL comes from the chemistry default (no DCL reported, none configured)
             assert expired.limits_source == "config"
             # raising above the batteries is accepted but has no effect
@@ -204,7 +224,7 @@ def test_overrides_accepted_rejected_and_expired(
             packs.client.publish("bms/house/set", b'{"charge_current_limit": 500}')
             assert result(rec, mark).ok
             high = bank_state(rec, lambda s: s.override_expires is not None, after=mark)
-            assert high.charge_current_limit == 45.0 and high.charge_limit_source == "bms"
+            assert high.charge_current_limit == 40.5 and high.charge_limit_source == "bms"
         assert aggregator.poll() is None
         assert stop(aggregator, signal.SIGTERM) == 0
     finally:

@@ -74,6 +74,8 @@ def state_json(member_id: str, ts: float, **fields: object) -> bytes:
         "full_capacity": 50.0,
         "charge_current_limit": 25.0,
         "discharge_current_limit": 25.0,
+        "charge_voltage_limit": 56.0,
+        "discharge_voltage_limit": 46.0,
         **fields,
     }
     return json.dumps(body).encode()
@@ -168,11 +170,11 @@ def test_override_lowers_then_expires_and_an_empty_command_clears() -> None:
     agg, pub, clock = make()
     agg.on_state("bms/a/state", state_json("a", clock.wall))
     agg.on_state("bms/b/state", state_json("b", clock.wall))
-    assert agg.publish().charge_current_limit == 50.0
+    assert agg.publish().charge_current_limit == 45.0  # 2 × 25 A × 0.9 margin
     ok = agg.command(b'{"charge_current_limit": 10, "discharge_current_limit": 500, "ttl": 30}')
     assert ok.ok and ok.expires == clock.wall + 30
     held = agg.publish()
-    assert (held.charge_current_limit, held.discharge_current_limit) == (10.0, 50.0)
+    assert (held.charge_current_limit, held.discharge_current_limit) == (10.0, 45.0)
     assert held.limits_source == "override" and held.override_expires == clock.wall + 30
     clock.advance(29.9)
     agg.on_state("bms/a/state", state_json("a", clock.wall))
@@ -180,7 +182,7 @@ def test_override_lowers_then_expires_and_an_empty_command_clears() -> None:
     assert agg.publish().charge_current_limit == 10.0
     clock.advance(0.2)
     after = agg.publish()
-    assert after.charge_current_limit == 50.0 and after.override_expires is None
+    assert after.charge_current_limit == 45.0 and after.override_expires is None
     assert after.limits_source == "bms" and agg.override is None
     agg.command(b'{"charge_voltage_limit": 50.0, "ttl": 60}')
     assert agg.publish().charge_voltage_limit == 50.0
@@ -229,7 +231,7 @@ def test_a_flood_of_updates_from_64_packs() -> None:
     elapsed = time.monotonic() - started
     last = pub.states[-1]
     assert last.soc == 29.0 and last.current == 64.0 and last.members_online == ids
-    assert last.charge_current_limit == 64 * 25.0
+    assert last.charge_current_limit == 64 * 25.0 * 0.9
     # updates are coalesced: never more than one bank state per min_interval
     assert len(pub.states) <= elapsed / bank.min_interval + 2
     stamps = [s.ts for s in pub.states]

@@ -54,9 +54,55 @@ CODES: Final[dict[str, str]] = {
     # bank / system
     "communication_lost": "no fresh data from a device",
     "member_missing": "a configured bank member is not counted",
+    "member_incompatible": "a bank member cannot share the bus bar with the others (voltage)",
     "failsafe": "no member counted: fail-safe limits",
     "other": "an alarm the protocol reports without a specific meaning",
 }
+
+
+_BOTH: Final = frozenset(
+    {
+        "short_circuit",
+        "cell_overtemperature",
+        "mosfet_overtemperature",
+        "bms_overtemperature",
+        "cell_fault",
+        "bms_fault",
+        "voltage_sensor_fault",
+        "temperature_sensor_fault",
+        "current_sensor_fault",
+    }
+)
+
+BLOCKS_CHARGE: Final[frozenset[str]] = _BOTH | {
+    "cell_overvoltage",
+    "pack_overvoltage",
+    "charger_overvoltage",
+    "charge_overcurrent",
+    "charge_overtemperature",
+    "charge_undertemperature",
+    "cell_undertemperature",
+    "charge_mosfet_fault",
+    "battery_full",
+}
+"""Codes that, as a member's alarm, stop charging through it (its charge limit 0) and, as a
+warning, derate its charge limit: over-voltage, charge over-current and temperatures out of the
+charge window, and faults that leave the pack unprotected (a sensor that cannot be read cannot
+protect). Undertemperature blocks charge only (lithium plating below 0 °C; discharge is allowed
+colder). Rule in docs/bank-rules.md "Alarms limit"."""
+
+BLOCKS_DISCHARGE: Final[frozenset[str]] = _BOTH | {
+    "cell_undervoltage",
+    "pack_undervoltage",
+    "discharge_overcurrent",
+    "discharge_overtemperature",
+    "discharge_undertemperature",
+    "discharge_mosfet_fault",
+    "soc_low",
+}
+"""Codes that stop (alarm) or derate (warning) a member's discharge: under-voltage, discharge
+over-current and temperatures out of the discharge window, and the faults of
+:data:`BLOCKS_CHARGE` that leave the pack unprotected."""
 
 
 def check(code: str) -> str:

@@ -13,13 +13,15 @@ thread.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
+import statistics
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -36,6 +38,8 @@ SERVICE = "bank-aggregator"
 STATS_PERIOD = 60.0
 _WAKE_MAX = 0.2
 """s; longest sleep of the loop, so a stop request is seen promptly."""
+_INTERVALS = 5
+"""How many of a member's recent arrival gaps give its poll interval (their median)."""
 
 log = logging.getLogger(SERVICE)
 
@@ -43,9 +47,11 @@ log = logging.getLogger(SERVICE)
 class Aggregator:
     """The received member data of one bank, the override lease, and the publishing loop.
 
-    ``clock`` gives Unix time (s) for ``ts`` and staleness; ``monotonic`` (s) times the loop and
-    the lease, so a wall-clock jump cannot extend an override. Thread-safe: the ``on_*``
-    handlers may be called from any thread while :meth:`run` publishes.
+    ``clock`` gives Unix time (s) for ``ts``; ``monotonic`` (s) times arrivals, the loop and the
+    lease, so a wall-clock step can neither make a dead member count again nor extend an
+    override. A state stamped more than ``future_tolerance`` ahead of ``clock`` is refused
+    (counted as ``refused.future``) and never stored, so it cannot block the states after it.
+    Thread-safe: the ``on_*`` handlers may be called from any thread while :meth:`run` publishes.
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class Aggregator:
         self._cond = threading.Condition()
         self._dirty = False
         self._warned: set[tuple[str, str]] = set()
+        self._gaps: dict[str, deque[float]] = {}
 
     # --- membership --------------------------------------------------------------------------
 
@@ -130,12 +137,22 @@ class Aggregator:
         if state.id != device_id:
             self._refuse("id_mismatch", device_id, f"state id {state.id!r}")
             return
+        ahead = state.ts - self.clock()
+        if ahead > self.bank.future_tolerance:
+            self._refuse("future", device_id, f"ts {ahead:.1f} s ahead of this clock")
+            return
+        received = self.monotonic()
         with self._cond:
+            previous = self.members.get(device_id)
+            gaps = self._gaps.setdefault(device_id, deque(maxlen=_INTERVALS))
+            if previous is not None and received > previous.received:
+                gaps.append(received - previous.received)
             self.members[device_id] = rules.Member(
                 state=state,
-                received=self.clock(),
+                received=received,
                 online=self.availability.get(device_id),
                 info=self.infos.get(device_id),
+                interval=statistics.median(gaps) if gaps else None,
             )
         self._touch()
 
@@ -157,9 +174,7 @@ class Aggregator:
                 self.availability[device_id] = online
             member = self.members.get(device_id)
             if member is not None:
-                self.members[device_id] = rules.Member(
-                    member.state, member.received, online, member.info
-                )
+                self.members[device_id] = dataclasses.replace(member, online=online)
         self._touch()
 
     def on_info(self, topic: str, payload: bytes) -> None:
@@ -179,9 +194,7 @@ class Aggregator:
             self.infos[device_id] = info
             member = self.members.get(device_id)
             if member is not None:
-                self.members[device_id] = rules.Member(
-                    member.state, member.received, member.online, info
-                )
+                self.members[device_id] = dataclasses.replace(member, info=info)
 
     def on_set(self, _topic: str, payload: bytes) -> None:
         """``bms/<bank>/set`` handler: :meth:`command`."""
@@ -250,7 +263,14 @@ class Aggregator:
             override = self.override
             full = self.full
         result = rules.aggregate(
-            self.bank_id, configured, members, self.bank, self.clock(), override, full
+            self.bank_id,
+            configured,
+            members,
+            self.bank,
+            self.clock(),
+            override,
+            full,
+            monotonic=self.monotonic(),
         )
         state = result.state
         # Energy counters are monotonic: a member whose retained state vanished must not make
