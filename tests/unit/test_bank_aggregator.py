@@ -285,6 +285,17 @@ def run_main(tmp_path: Path, body: str, instance: str = "main") -> subprocess.Co
         ("[banks.main]\nmembers = ['Not A Slug']\n", "banks.main.members"),
         ("[banks.main.packs.a]\ncapacity = 0\n", "banks.main.packs[...].capacity"),
         ("[banks.main]\nmin_interval = 5\n", "banks.main.min_interval"),
+        ("[banks.main]\ncurrent_share_margin = 1.5\n", "banks.main.current_share_margin"),
+        # 15S and 16S LFP cannot share one bus bar: both keys are named
+        (
+            "[banks.main.packs.a]\ncell_count = 15\n[banks.main.packs.b]\ncell_count = 16\n",
+            "banks.main.packs.a` and `banks.main.packs.b",
+        ),
+        (
+            "[banks.main]\nchemistry = 'lfp'\n[banks.main.packs.a]\ncell_count = 13\n"
+            "chemistry = 'nmc'\n[banks.main.packs.b]\ncell_count = 15\n",
+            "banks.main.packs.a` and `banks.main.packs.b",
+        ),
     ],
 )
 def test_a_bad_config_exits_2_naming_the_key(tmp_path: Path, body: str, key: str) -> None:
@@ -323,3 +334,44 @@ def test_watch_shows_the_bank_view() -> None:
     row = [line for line in text.splitlines() if line.startswith("│ bank ")][-1]  # banks table
     assert "1/2" in row and "degraded" in row and "5.0 (override)" in row
     assert row.rstrip("│ ").endswith("│ b")  # the missing member
+
+
+def test_a_future_state_is_refused_counted_and_never_blocks() -> None:
+    agg, _pub, clock = make()
+    agg.on_state("bms/a/state", state_json("a", clock.wall + 15))
+    assert agg.refused["future"] == 1 and "a" not in agg.members
+    agg.on_state("bms/a/state", state_json("a", clock.wall + 4))  # within the 5 s tolerance
+    assert "a" in agg.members
+    agg.on_state("bms/a/state", state_json("a", clock.wall))
+    assert agg.publish().members_online == ["a"]
+
+
+def test_a_backward_wall_clock_step_does_not_revive_a_dead_member() -> None:
+    agg, _pub, clock = make()
+    agg.on_state("bms/a/state", state_json("a", clock.wall))
+    agg.on_state("bms/b/state", state_json("b", clock.wall))
+    clock.advance(30)  # both silent for 30 s: not counted
+    assert agg.publish().failsafe
+    clock.wall -= 3600  # the wall clock jumps back an hour; arrival age stays 30 s
+    assert agg.publish().failsafe
+
+
+def test_a_member_silent_for_3_poll_intervals_leaves_the_share_set() -> None:
+    bank = BankConfig(members=["a", "b"])
+    agg, _pub, clock = make(bank)
+    for _ in range(4):  # both poll every 0.5 s
+        agg.on_state("bms/a/state", state_json("a", clock.wall, full_capacity=50.0))
+        agg.on_state(
+            "bms/b/state",
+            state_json("b", clock.wall, full_capacity=150.0, charge_current_limit=150.0),
+        )
+        clock.advance(0.5)
+    assert agg.members["b"].interval == pytest.approx(0.5)
+    # a: 25 A for a 1/4 share → 100 A; b: 150 A for 3/4 → 200 A; × 0.9
+    assert agg.publish().charge_current_limit == 90.0
+    for _ in range(8):  # b goes silent; a carries on
+        clock.advance(0.5)
+        agg.on_state("bms/a/state", state_json("a", clock.wall, full_capacity=50.0))
+    # b silent 4.5 s > max(3 s, 3 × 0.5 s): if b is gone, a alone may take only 25 A
+    silent = agg.publish()
+    assert silent.members_online == ["a", "b"] and silent.charge_current_limit == 25.0
