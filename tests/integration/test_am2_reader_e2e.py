@@ -87,7 +87,8 @@ def test_two_packs_a_silent_one_and_an_exception_one(
         assert s1.soh == 100 and s1.full_capacity == 105.0 and s1.design_capacity == 105.0
         assert s1.charge_voltage_limit == pytest.approx(53.3)  # 13 × 4.10 V full-charge
         assert s1.discharge_current_limit == 120.0
-        assert s1.charge_enabled is True and s1.discharge_enabled is True
+        assert s1.charge_switch is True and s1.discharge_switch is True  # reg 11 bits 10/11
+        assert s1.charge_enabled is None and s1.discharge_enabled is None
         assert s1.power == pytest.approx(s1.voltage * s1.current, abs=0.05)
         assert 15 < s1.temperature_min <= s1.temperature_max < 30
         assert set(s1.raw_status) == {

@@ -162,7 +162,7 @@ def test_scan_connect_detect_read_and_survive_faults(rig: Rig, tmp_path: Path) -
         d2_state = _states(sink, "d2")[0]
         a5_state = _states(sink, "a5")[0]
         assert len(d2_state.cell_voltages) == 16 and d2_state.current == pytest.approx(-12.5)
-        assert d2_state.temperatures == [24.0, 25.0] and d2_state.charge_enabled is True
+        assert d2_state.temperatures == [24.0, 25.0] and d2_state.charge_switch is True
         assert d2_state.mosfet_temperature is None and d2_state.soc == pytest.approx(80, abs=0.2)
         assert len(a5_state.cell_voltages) == 8 and a5_state.current == pytest.approx(5.0)
         assert a5_state.temperatures == [24.0] and a5_state.balancing_cells == [1]

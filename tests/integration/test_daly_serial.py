@@ -56,7 +56,8 @@ def test_a5_two_boards_over_tcp(broker: Broker, tmp_path: Path) -> None:
         assert len(s.cell_voltages) == 16 and all(3.3 < v < 3.4 for v in s.cell_voltages)
         assert s.voltage == pytest.approx(sum(s.cell_voltages), abs=0.1)
         assert s.temperatures == [24.0, 25.0]
-        assert s.cycles == 42 and s.charge_enabled is True and s.discharge_enabled is True
+        assert s.cycles == 42 and s.charge_switch is True and s.discharge_switch is True
+        assert s.charge_enabled is None and s.discharge_enabled is None  # no allow flag
         assert 79 < (s.soc or 0) <= 80
         assert s.balancing_cells == [1]
         assert s.power == pytest.approx(s.voltage * s.current, abs=0.5)
@@ -101,7 +102,7 @@ def test_d2_over_pty_survives_garbage_and_bad_crc_and_switches(
                 after = rec.wait_for(
                     lambda m: (
                         m.topic == "bms/d2/state"
-                        and schema.decode(schema.STATE_DECODER, m.payload).charge_enabled is False
+                        and schema.decode(schema.STATE_DECODER, m.payload).charge_switch is False
                     ),
                     timeout=10,
                     after=mark,
@@ -113,11 +114,12 @@ def test_d2_over_pty_survives_garbage_and_bad_crc_and_switches(
                 assert stop(reader) == 0
     s = schema.decode(schema.STATE_DECODER, state.payload)
     assert len(s.cell_voltages) == 16 and s.mosfet_temperature is None
-    assert s.charge_enabled is True and s.current == pytest.approx(-12.5)
+    assert s.charge_switch is True and s.current == pytest.approx(-12.5)
     ok = schema.decode(schema.RESULT_DECODER, result.payload)
     assert ok.ok is True and ok.error is None
     switched = schema.decode(schema.STATE_DECODER, after.payload)
-    assert (switched.charge_enabled, switched.discharge_enabled) == (False, True)
+    assert (switched.charge_switch, switched.discharge_switch) == (False, True)
+    assert switched.charge_enabled is None
     refused = schema.decode(schema.RESULT_DECODER, bad.payload)
     assert refused.ok is False and "charge" in (refused.error or "")
 
@@ -137,7 +139,7 @@ def test_control_disabled_is_refused_with_a_result(broker: Broker, tmp_path: Pat
                 assert stop(reader) == 0
     s = schema.decode(schema.STATE_DECODER, state.payload)
     assert schema.decode(schema.INFO_DECODER, info.payload).protocol == "daly-81"
-    assert len(s.cell_voltages) == 16 and s.discharge_enabled is True
+    assert len(s.cell_voltages) == 16 and s.discharge_switch is True
     assert (s.mosfet_temperature, s.bms_temperature) == (30.0, 28.0)
     r = schema.decode(schema.RESULT_DECODER, result.payload)
     assert r.ok is False and "control = true" in (r.error or "")

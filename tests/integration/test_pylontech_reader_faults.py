@@ -84,6 +84,7 @@ def check_pylontech(s: schema.BatteryState, capacity: float, limit: float) -> No
     assert s.charge_enabled is True
     assert s.discharge_enabled is True
     assert s.raw_status["status2"] & 0x06 == 0x06  # 0x44: both MOSFETs on
+    assert s.charge_switch is True and s.discharge_switch is True  # the same bits
     assert s.alarms == []
 
 

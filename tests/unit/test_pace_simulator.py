@@ -59,6 +59,16 @@ def test_each_pack_serves_its_model() -> None:
     assert first.cells(13)[0] == pytest.approx(nmc_ocv(86) - 5 * 0.0015, abs=0.01)
 
 
+def test_mosfets_open_when_full_and_when_empty() -> None:
+    """Register 11 bits 10/11 (§6.4): charge MOSFET off at 100 %, discharge MOSFET off at 0 %."""
+    for soc, charge_on, discharge_on in ((100, False, True), (0, True, False), (50, True, True)):
+        bus = build_bus(parse_pack_spec(f"1:AM2:{soc}"), CurrentProfile(constant_a=0.0), seed=1)
+        reply = ask(bus, rtu.build_read_request(1, 0, 37))
+        assert reply is not None
+        live = pace.decode_live(rtu.parse_read_response(reply, slave=1, count=37))
+        assert (live.charge_mosfet, live.discharge_mosfet) == (charge_on, discharge_on)
+
+
 @pytest.mark.parametrize(
     ("request_", "code"),
     [
@@ -253,7 +263,7 @@ def test_poller_availability_per_pack_and_typed_errors_counted(
     assert len(one.cell_voltages) == 13
     assert one.current == pytest.approx(-5.0 * 0.97, abs=0.01)
     assert one.power == pytest.approx(one.voltage * one.current, abs=0.05)  # type: ignore[operator]
-    assert one.alarms == [] and one.charge_enabled is True
+    assert one.alarms == [] and one.charge_switch is True and one.discharge_switch is True
 
 
 def test_poller_publishes_alarms_negative_temperatures_and_flags_implausible_values(

@@ -24,7 +24,9 @@ from bmslink.protocols.pylontech_rs485 import (
     Frame,
     PylontechError,
     build_frame,
+    decode_alarm,
     decode_analog,
+    decode_management_info,
     encode_analog,
     frame_checksum,
     parse_frame,
@@ -219,6 +221,28 @@ def test_model_clamps_soc_and_counts_cycles() -> None:
     empty = decode_analog(ok(stack.respond(REQ_ADR2)).info).modules[0]
     assert empty.soc == pytest.approx(0.0)
     assert empty.cycles >= 1
+
+
+def test_model_mosfet_bits_open_with_the_0x92_request_flags() -> None:
+    """0x44 Status2 (§8.5): the charge MOSFET opens when full, the discharge MOSFET when
+    empty, exactly when 0x92 stops requesting that direction (§8.7)."""
+    clock = FakeClock()
+    stack = model("US2000C:50", profile=CurrentProfile(constant_a=0.0), clock=clock)
+
+    def status() -> tuple[int, int]:
+        alarm = decode_alarm(ok(stack.respond(req(2, 0x44, b"\x02"))).info).modules[0]
+        management = decode_management_info(ok(stack.respond(req(2, 0x92, b"\x02"))).info)
+        return alarm.status2 & 0x06, management.status & 0xC0
+
+    assert status() == (0x06, 0xC0)  # both MOSFETs on, both directions requested
+    stack.profile = CurrentProfile(constant_a=30.0)
+    clock.t += 7200.0
+    assert stack.soc(2) == pytest.approx(100.0)
+    assert status() == (0x04, 0x40)  # full: charge MOSFET off, charge not requested
+    stack.profile = CurrentProfile(constant_a=-60.0)
+    clock.t += 7200.0
+    assert stack.soc(2) == pytest.approx(0.0)
+    assert status() == (0x02, 0x80)  # empty: discharge MOSFET off, discharge not requested
 
 
 def test_model_sine_current_changes_sign() -> None:

@@ -353,8 +353,6 @@ def pack_state(
         full_capacity=full or None,
         design_capacity=live.design_capacity or None,
         cycles=live.cycles,
-        charge_enabled=live.charge_mosfet,
-        discharge_enabled=live.discharge_mosfet,
         charge_voltage_limit=settings.charge_voltage_limit if settings else None,
         discharge_voltage_limit=settings.discharge_voltage_limit if settings else None,
         charge_current_limit=settings.charge_current_limit if settings else None,
@@ -374,5 +372,7 @@ def pack_state(
             _in(live.ambient_temperature, TEMPERATURE_RANGE),
         ),
         balancing_cells=pace.balancing_cells(live.balance_flags, cells),
+        charge_switch=live.charge_mosfet,
+        discharge_switch=live.discharge_mosfet,
         raw_status=status,
     )

@@ -211,7 +211,8 @@ class PacePack:
     """One simulated PACE pack and its register image 0..179 (§6).
 
     The current (A, + = charging) comes from ``current(t)``; SoC integrates it over the
-    ``clock``; a full pack takes no charge and an empty one gives none (current clamped to 0).
+    ``clock``; a full pack takes no charge and an empty one gives none (current clamped to 0,
+    and register 11 shows the charge / discharge MOSFET off).
     Cell voltages = open-circuit voltage + current × 1.5 mΩ + fixed per-cell offsets (±5 mV)
     + ±1 mV noise; pack voltage = sum of the cells (10 mV resolution); temperatures drift around
     22 °C (``temperature_offset`` shifts them, e.g. −30 for a sub-zero test). ``overrides`` maps
@@ -276,7 +277,11 @@ class PacePack:
             drift = 1.5 * math.sin(t / 900.0 + self.address)
             temps = [round(22.0 + self.temperature_offset + drift + 0.1 * i, 1) for i in range(4)]
             cap = self.model.capacity_ah
-            status = (1 << pace.STATUS_CHARGE_MOSFET) | (1 << pace.STATUS_DISCHARGE_MOSFET)
+            # reg 11 bits 10/11 (§6.4): the charge MOSFET opens when full, the discharge MOSFET
+            # when empty (the same clamp as the current in _advance)
+            status = (1 << pace.STATUS_CHARGE_MOSFET if self.soc < 100.0 else 0) | (
+                1 << pace.STATUS_DISCHARGE_MOSFET if self.soc > 0.0 else 0
+            )
             if current > 0.05:
                 status |= 1 << pace.STATUS_CHARGING
             elif current < -0.05:

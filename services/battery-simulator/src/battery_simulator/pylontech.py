@@ -700,7 +700,8 @@ class ModelStack(PylontechStack):
     Pylontech packs answer (§6, §8): 0x42 with INFO = ADR (one block) and INFO=FF at a group
     master (command value = that group's pack count) unless ``answer_ff`` is False (C-series
     and US5000 firmware ignore FF, §7.2); 0x44 (per pack or FF; one trailing 0x00 on
-    US2000C/US3000C); 0x47; 0x4F (empty reply at any VER); 0x51 (the group master's identity
+    US2000C/US3000C; Status2 charge MOSFET off when full, discharge MOSFET off when empty,
+    matching 0x92); 0x47; 0x4F (empty reply at any VER); 0x51 (the group master's identity
     at every address of the group, §7.4); 0x92 (CVL 3.55 V × cells, DVL 3.0 V × cells, ± the
     rated current, charge disabled when full, discharge disabled when empty, charge-
     immediately bits at low SoC); 0x93 (serial); 0x96 (firmware). A wrong VER gets RTN 0x01,
@@ -845,7 +846,8 @@ class ModelStack(PylontechStack):
 
     def _alarm(self, pack: _PackState) -> ModuleAlarm:
         cfg = pack.cfg
-        status2 = 0x08 | 0x04 | (0x02 if pack.soc < 100.0 else 0)  # battery power, DFET, CFET
+        # battery power; DFET/CFET open exactly when 0x92 stops requesting that direction
+        status2 = 0x08 | (0x04 if pack.soc > 0.0 else 0) | (0x02 if pack.soc < 100.0 else 0)
         status3 = (
             (0x80 if pack.current > 0.1 else 0)
             | (0x40 if pack.current < -0.1 else 0)

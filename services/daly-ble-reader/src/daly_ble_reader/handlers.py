@@ -4,6 +4,14 @@ One handler per protocol (A5, D2, 0x81, Sinowealth) reads a full state through a
 :class:`~daly_ble_reader.channel.Channel` and switches the MOSFETs where the protocol allows it.
 :func:`detect` chooses the protocol of an unknown device (../shared/protocols/daly.md §2).
 Codecs: :mod:`bmslink.protocols.daly_a5`, ``daly_d2``, ``daly_81``, ``daly_sinowealth``.
+
+MOSFET states fill ``charge_switch``/``discharge_switch`` (True on = closed): A5 0x93 bytes 1/2
+(§4.4), D2 registers 0x35/0x36 (§7.2), 0x81 registers 0x52/0x53 (§8), Sinowealth 0x15 bits
+CHGMOS/DSGMOS (§5.2). No Daly protocol has a separate "the BMS allows it" flag, so
+``charge_enabled``/``discharge_enabled`` stay ``None``: a MOSFET that is off is an open switch
+(the pack takes no current that way), not a refusal of the whole bank; the BMS's protections
+arrive as ``alarms``. Caveat (§4.4): batmon saw a board whose 0x93 byte 2 "is NOT the actual
+switch state"; bmslink still reads it as the discharge MOSFET, as every source labels it.
 """
 
 from __future__ import annotations
@@ -260,8 +268,8 @@ class A5Handler(Handler):
             cycles=status.cycles,
             cell_voltages=cells,
             temperatures=temps,
-            charge_enabled=mos.charge_mosfet if mos else None,
-            discharge_enabled=mos.discharge_mosfet if mos else None,
+            charge_switch=mos.charge_mosfet if mos else None,
+            discharge_switch=mos.discharge_mosfet if mos else None,
             balancing_cells=a5.decode_balancing(bal_data, status.cells) if bal_data else None,
             alarms=alarms.alarms if alarms else [],
             warnings=alarms.warnings if alarms else [],
@@ -386,8 +394,8 @@ class _ModbusHandler(Handler):
             cycles=s.cycles,
             cell_voltages=s.cell_voltages,
             temperatures=s.temperatures,
-            charge_enabled=s.charge_mosfet,
-            discharge_enabled=s.discharge_mosfet,
+            charge_switch=s.charge_mosfet,
+            discharge_switch=s.discharge_mosfet,
             mosfet_temperature=s.mosfet_temperature,
             bms_temperature=s.bms_temperature,
             balancing_cells=s.balancing_cells,
@@ -567,8 +575,8 @@ class SinowealthHandler(Handler):
             cycles=cycles,
             cell_voltages=cells,
             temperatures=temps,
-            charge_enabled=bool(pack & 1) if pack is not None else None,
-            discharge_enabled=bool(pack & 2) if pack is not None else None,
+            charge_switch=bool(pack & sino.PACK_CHGMOS) if pack is not None else None,
+            discharge_switch=bool(pack & sino.PACK_DSGMOS) if pack is not None else None,
             alarms=sino.status_codes(battery) if battery is not None else [],
             raw_status=raw_status,
         )

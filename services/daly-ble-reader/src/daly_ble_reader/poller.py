@@ -409,8 +409,8 @@ class Poller:
         wrong = [
             name
             for name, wanted, got in (
-                ("charge_enabled", command.charge_enabled, state.charge_enabled),
-                ("discharge_enabled", command.discharge_enabled, state.discharge_enabled),
+                ("charge_enabled", command.charge_enabled, state.charge_switch),
+                ("discharge_enabled", command.discharge_enabled, state.discharge_switch),
             )
             if wanted is not None and got is not None and wanted != got
         ]

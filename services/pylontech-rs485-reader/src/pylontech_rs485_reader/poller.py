@@ -544,8 +544,10 @@ def module_state(
     MOSFET. ``temperatures`` lists the cell-group sensors. SoC = remaining / total (0x42 carries
     no SoC, reference §8.4). ``alarms``/``warnings`` from 0x44 (:func:`pylon.alarm_codes`);
     ``raw_status`` holds INFOFLAG, the 0x44 status bytes and the 0x92 status byte. Limits and
-    charge/discharge enable from 0x92 (positive magnitudes), else current limits from 0x47;
-    without 0x92 the enable flags come from the 0x44 MOSFET bits (Status2 bits 1/2).
+    charge/discharge enable (request flags, bits 7/6) from 0x92 (positive magnitudes), else
+    current limits from 0x47. ``charge_switch``/``discharge_switch`` are the 0x44 MOSFET bits
+    (Status2 bit 1 charge, bit 2 discharge MOSFET on, §8.5); a MOSFET state is not an allow
+    flag, so without 0x92 ``charge_enabled``/``discharge_enabled`` stay ``None``.
     """
     temps = module.temperatures
     soc = None
@@ -558,9 +560,6 @@ def module_state(
     if alarm is not None:
         raw |= alarm.raw_status()
         alarms, warnings = pylon.alarm_codes(alarm)
-        if management is None:
-            limits["charge_enabled"] = alarm.charge_mosfet_on
-            limits["discharge_enabled"] = alarm.discharge_mosfet_on
     if management is not None:
         raw["management_status"] = management.status
     return BatteryState(
@@ -576,6 +575,8 @@ def module_state(
         temperatures=list(temps[1:5]),
         bms_temperature=temps[0] if temps else None,
         mosfet_temperature=temps[5] if len(temps) > 5 else None,
+        charge_switch=alarm.charge_mosfet_on if alarm is not None else None,
+        discharge_switch=alarm.discharge_mosfet_on if alarm is not None else None,
         alarms=alarms,
         warnings=warnings,
         raw_status=raw,

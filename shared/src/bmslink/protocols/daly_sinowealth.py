@@ -16,6 +16,8 @@ from typing import Final
 
 __all__ = [
     "BATTERY_STATUS_BITS",
+    "PACK_CHGMOS",
+    "PACK_DSGMOS",
     "PACK_STATUS_BITS",
     "ChecksumError",
     "Command",
@@ -181,6 +183,11 @@ PACK_STATUS_BITS: Final = {
     0: "CHGMOS",
 }
 """0x15 pack status bits (doc §5.2)."""
+
+PACK_CHGMOS: Final = 1 << 0
+"""0x15 bit 0 CHGMOS: the charge MOSFET is on (closed), doc §5.2."""
+PACK_DSGMOS: Final = 1 << 1
+"""0x15 bit 1 DSGMOS: the discharge MOSFET is on (closed), doc §5.2."""
 
 BATTERY_STATUS_BITS: Final = {
     14: ("CTO", "other"),
