@@ -49,6 +49,12 @@ port = "socket://127.0.0.1:9"
 [banks.house]
 members = ["rack-2", "shelf-2"]
 max_charge_current = 100
+[banks.house.packs.rack-2]
+cell_count = 15
+chemistry = "lfp"
+[banks.house.packs.shelf-2]
+cell_count = 15
+chemistry = "lfp"
 
 [inverters.inv]
 bank = "house"
