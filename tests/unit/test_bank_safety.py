@@ -12,7 +12,6 @@ import math
 from dataclasses import replace
 
 import msgspec
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
