@@ -14,8 +14,17 @@ import pytest
 from paho.mqtt import publish
 
 from bmslink import schema
+from bmslink.mqtt import RETAINED_COMMAND_REFUSED
 from tests.broker import Broker, recorder
-from tests.processes import DALY_SIM, run_service, simulator, start_service, stop, write_site
+from tests.processes import (
+    DALY_SIM,
+    run_service,
+    simulator,
+    start_service,
+    stop,
+    stop_reading_stderr,
+    write_site,
+)
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.serial]
 
@@ -143,6 +152,35 @@ def test_control_disabled_is_refused_with_a_result(broker: Broker, tmp_path: Pat
     assert (s.mosfet_temperature, s.bms_temperature) == (30.0, 28.0)
     r = schema.decode(schema.RESULT_DECODER, result.payload)
     assert r.ok is False and "control = true" in (r.error or "")
+
+
+def test_retained_switch_command_is_refused_with_a_result(broker: Broker, tmp_path: Path) -> None:
+    """MQTT 5 (default): a retained ``bms/<id>/set`` published live never switches a MOSFET."""
+    with simulator(DALY_SIM, "--tcp", "127.0.0.1:0") as sim:
+        body = COMMON + f'port = "socket://{sim.tcp}"\ncontrol = true\ndevices = [{{id = "r1"}}]\n'
+        with recorder(broker.port, "bms/#") as rec:
+            reader = start_service(READER, site(tmp_path, broker.port, body), "bus")
+            try:
+                rec.wait_topic("bms/r1/state", timeout=20)
+                mark = rec.mark()
+                publish.single(
+                    "bms/r1/set", b'{"charge_enabled": false}', qos=1, retain=True, port=broker.port
+                )
+                result = rec.wait_topic("bms/r1/set/result", timeout=10, after=mark)
+                later = [rec.wait_for(lambda m: m.topic == "bms/r1/state", timeout=10, after=mark)]
+                mark = rec.mark()
+                later.append(
+                    rec.wait_for(lambda m: m.topic == "bms/r1/state", timeout=10, after=mark)
+                )
+                publish.single("bms/r1/set", b"", qos=1, retain=True, port=broker.port)
+            finally:
+                status, err = stop_reading_stderr(reader)
+    assert status == 0, err[-2000:]
+    r = schema.decode(schema.RESULT_DECODER, result.payload)
+    assert r.ok is False and r.error == RETAINED_COMMAND_REFUSED
+    for m in later:
+        assert schema.decode(schema.STATE_DECODER, m.payload).charge_enabled is True
+    assert '"retained_command": 1' in err, err[-2000:]
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:

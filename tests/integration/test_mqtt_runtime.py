@@ -1,9 +1,12 @@
-"""The MQTT runtime against a real Mosquitto: status, last will, reconnect and re-publish."""
+"""The MQTT runtime against a real Mosquitto: status, last will, reconnect and re-publish, and
+retained commands refused (MQTT 5 and 3.1.1)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -14,9 +17,11 @@ from tests.broker import Broker, recorder
 pytestmark = pytest.mark.mqtt
 
 
-def runtime(port: int, instance: str = "t1") -> MqttRuntime:
+def runtime(port: int, instance: str = "t1", protocol: Literal["5", "3.1.1"] = "5") -> MqttRuntime:
     return MqttRuntime(
-        MqttConfig(host="127.0.0.1", port=port, reconnect_min=0.5, reconnect_max=2),
+        MqttConfig(
+            host="127.0.0.1", port=port, reconnect_min=0.5, reconnect_max=2, protocol=protocol
+        ),
         "test-svc",
         instance,
     )
@@ -104,3 +109,62 @@ def rt_deadline_wait(cond: object, timeout: float = 5.0) -> None:
             return
         time.sleep(0.01)
     raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_retained_commands_never_reach_the_handler(
+    tmp_path: Path, protocol: Literal["5", "3.1.1"]
+) -> None:
+    """Retained before the subscribe → refused (both protocols); retained live → refused under
+    MQTT 5 (retain as published), handled under 3.1.1 (flag cleared by the broker); after a
+    reconnect the retained one is refused again; empty messages (clearing) are dropped; data
+    subscriptions still get retained messages."""
+    events: list[tuple[str, bytes]] = []
+    cond = threading.Condition()
+
+    def record(kind: str, payload: bytes) -> None:
+        with cond:
+            events.append((kind, payload))
+            cond.notify_all()
+
+    def wait_events(n: int) -> list[tuple[str, bytes]]:
+        with cond:
+            assert cond.wait_for(lambda: len(events) >= n, 10), events
+            return list(events)
+
+    broker = Broker(tmp_path, persistence=True)  # retained messages survive the restart
+    broker.start()
+    with recorder(broker.port) as pub:
+        pub.client.publish("bms/b1/set", b"old", qos=1, retain=True).wait_for_publish(5)
+        pub.client.publish("bms/b1/state", b"s", qos=1, retain=True).wait_for_publish(5)
+    rt = runtime(broker.port, "cmd", protocol)
+    rt.subscribe_commands(
+        "bms/+/set",
+        lambda _t, p: record("handled", p),
+        lambda t: record("refused", t.encode()),
+    )
+    rt.subscribe("bms/+/state", lambda _t, p: record("state", p))
+    rt.start()
+    try:
+        assert rt.wait_connected(10)
+        assert sorted(wait_events(2)) == [("refused", b"bms/b1/set"), ("state", b"s")]
+        with recorder(broker.port) as pub:
+            pub.client.publish("bms/b1/set", b"live", qos=1, retain=True).wait_for_publish(5)
+            pub.client.publish("bms/b1/set", b"normal", qos=1).wait_for_publish(5)
+        got = wait_events(4)[2:]
+        if protocol == "5":
+            assert got == [("refused", b"bms/b1/set"), ("handled", b"normal")]
+        else:
+            assert got == [("handled", b"live"), ("handled", b"normal")]
+        # a reconnect re-subscribes: the retained command ("live") is refused again
+        broker.restart()
+        assert sorted(wait_events(6)[4:]) == [("refused", b"bms/b1/set"), ("state", b"s")]
+        assert rt.wait_connected(10)
+        with recorder(broker.port) as pub:
+            pub.client.publish("bms/b1/set", b"", qos=1, retain=True).wait_for_publish(5)
+            pub.client.publish("bms/b1/set", b"after", qos=1).wait_for_publish(5)
+        assert wait_events(7)[6:] == [("handled", b"after")]
+        assert rt.handler_errors == 0
+    finally:
+        rt.stop()
+        broker.stop()

@@ -54,7 +54,19 @@ def test_defaults_without_a_file() -> None:
         "pylontech_rs485", Section, instance="x", path=None, env={"BMSLINK_PORT": "socket://h:1"}
     )
     assert loaded.mqtt.host == "localhost" and loaded.mqtt.port == 1883
+    assert loaded.mqtt.protocol == "5"
     assert loaded.section.port == "socket://h:1"
+
+
+def test_mqtt_protocol_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, '[mqtt]\nprotocol = "3.1.1"\n[pylontech_rs485.r]\nport="p"\n')
+    assert (
+        config.load("pylontech_rs485", Section, instance="r", path=path, env={}).mqtt.protocol
+        == "3.1.1"
+    )
+    env = {"BMSLINK_MQTT_PROTOCOL": "5"}
+    loaded = config.load("pylontech_rs485", Section, instance="r", path=path, env=env)
+    assert loaded.mqtt.protocol == "5"
 
 
 @pytest.mark.parametrize(
@@ -69,6 +81,12 @@ def test_defaults_without_a_file() -> None:
         ('[pylontech_rs485.r]\nport="p"\n', {"BMSLINK_MQTT_PORT": "abc"}, "BMSLINK_MQTT_PORT"),
         ('[pylontech_rs485.r]\nport="p"\n', {"BMSLINK_TIMEOUT": "soon"}, "BMSLINK_TIMEOUT"),
         ("[mqtt\n", {}, "not valid TOML"),
+        ('[mqtt]\nprotocol = "3.1"\n[pylontech_rs485.r]\nport="p"\n', {}, "mqtt.protocol"),
+        (
+            '[pylontech_rs485.r]\nport="p"\n',
+            {"BMSLINK_MQTT_PROTOCOL": "4"},
+            "BMSLINK_MQTT_PROTOCOL",
+        ),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], named: str) -> None:

@@ -9,7 +9,8 @@ unknown keys anywhere it reads are errors, and so are unknown top-level sections
 Environment overrides (strings, converted to the field's type):
 
 - ``BMSLINK_MQTT_HOST``, ``BMSLINK_MQTT_PORT``, ``BMSLINK_MQTT_USERNAME``,
-  ``BMSLINK_MQTT_PASSWORD``, ``BMSLINK_MQTT_KEEPALIVE``, ``BMSLINK_MQTT_TLS`` → ``[mqtt]``;
+  ``BMSLINK_MQTT_PASSWORD``, ``BMSLINK_MQTT_KEEPALIVE``, ``BMSLINK_MQTT_TLS``,
+  ``BMSLINK_MQTT_PROTOCOL`` → ``[mqtt]``;
 - ``BMSLINK_STATE_DIR`` → ``[storage] state_dir``; ``BMSLINK_LOG_LEVEL`` → ``[log] level``;
 - ``BMSLINK_<KEY>`` → key ``<key>`` of the service's instance table (e.g. ``BMSLINK_PORT``),
   lists as JSON (``[2,3]``) or comma-separated (``2,3``).
@@ -51,7 +52,16 @@ EXIT_CONFIG: Final = 2
 
 class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[mqtt]``: the broker. ``keepalive`` in s; ``reconnect_min``/``reconnect_max`` are the
-    reconnect back-off bounds in s."""
+    reconnect back-off bounds in s.
+
+    ``protocol`` is the MQTT version: ``"5"`` (default; Mosquitto ≥ 1.6) or ``"3.1.1"`` for a
+    broker without MQTT 5 (e.g. the demo's amqtt fallback). Under 3.1.1 the broker clears the
+    retain flag when it forwards a message live (MQTT 3.1.1 §3.3.1.3), so a command published
+    with the retain flag is only recognised (and refused) when it is delivered as retained,
+    i.e. after a (re)subscribe; MQTT 5's "retain as published" subscription option (MQTT 5.0
+    §3.8.3.1) keeps the flag on live delivery too (see
+    :meth:`bmslink.mqtt.MqttRuntime.subscribe_commands`).
+    """
 
     host: str = "localhost"
     port: int = msgspec.field(default=1883)
@@ -62,6 +72,7 @@ class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reconnect_min: float = 0.5
     # 4 s: a broker that returns after any outage is reached again within 5 s
     reconnect_max: float = 4.0
+    protocol: Literal["5", "3.1.1"] = "5"
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -98,6 +109,7 @@ _SHARED_ENV: Final = {
     "BMSLINK_MQTT_PASSWORD": ("mqtt", "password"),
     "BMSLINK_MQTT_KEEPALIVE": ("mqtt", "keepalive"),
     "BMSLINK_MQTT_TLS": ("mqtt", "tls"),
+    "BMSLINK_MQTT_PROTOCOL": ("mqtt", "protocol"),
     "BMSLINK_STATE_DIR": ("storage", "state_dir"),
     "BMSLINK_LOG_LEVEL": ("log", "level"),
 }

@@ -1,4 +1,4 @@
-"""The MQTT runtime every service uses (paho-mqtt 2.x, MQTT 3.1.1).
+"""The MQTT runtime every service uses (paho-mqtt 2.x; MQTT 5 by default, 3.1.1 on request).
 
 What it guarantees (DESIGN.md "Rules every publisher follows"):
 
@@ -11,7 +11,16 @@ What it guarantees (DESIGN.md "Rules every publisher follows"):
 - handlers run on paho's network thread; an exception in a handler is logged and counted, never
   propagated (nothing that arrives on a topic can stop a service);
 - :meth:`MqttRuntime.stop` publishes ``offline`` on the status topic and disconnects cleanly;
-- every publish while connected touches the health heartbeat (:mod:`bmslink.health`).
+- every publish while connected touches the health heartbeat (:mod:`bmslink.health`);
+- command topics (:meth:`MqttRuntime.subscribe_commands`) never pass a retained message to the
+  handler: it is refused (the service answers on ``set/result``).
+
+Protocol (``[mqtt] protocol``): MQTT 5 with a clean start on every connect and a session expiry
+interval of 0 (the session ends with the connection), which is what MQTT 3.1.1's
+``clean_session=1`` did. Command subscriptions use MQTT 5's "retain as published" option (MQTT
+5.0 §3.8.3.1), so the broker keeps the retain flag when it forwards a retained publish live;
+without it (and always under MQTT 3.1.1, §3.3.1.3) a live message arrives with retain = 0 and
+only messages sent because of a (re)subscribe carry the flag.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bmslink.config import MqttConfig
 from bmslink.health import Heartbeat
@@ -38,6 +48,24 @@ REPUBLISH_DELAY = 0.5
 
 Handler = Callable[[str, bytes], None]
 """A subscription handler: ``(topic, payload)``; runs on the network thread."""
+
+Refuse = Callable[[str], None]
+"""Called with the topic of a refused (retained) command; runs on the network thread."""
+
+RETAINED_COMMAND_REFUSED = (
+    "retained commands are refused: publish the command without the retain flag, and clear the "
+    "retained one (publish an empty retained message on this topic)"
+)
+"""The ``error`` of the ``set/result`` answering a retained command."""
+
+
+_V5_HINT = ' (a broker without MQTT 5? then set `[mqtt] protocol = "3.1.1"`)'
+
+
+@dataclass(slots=True)
+class _Sub:
+    qos: int
+    command: bool
 
 
 @dataclass(slots=True)
@@ -63,18 +91,27 @@ class MqttRuntime:
         self.connect_count = 0
         self.handler_errors = 0
         self.heartbeat = Heartbeat()
-        self._subs: dict[str, tuple[int, Handler]] = {}
+        self._subs: dict[str, _Sub] = {}
         self._sticky: dict[str, _Sticky] = {}
         self._lock = threading.Lock()
         self._on_connect: list[Callable[[], None]] = []
         self._session_up = False
         self._started = False
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"bmslink-{service}-{instance}",
-            protocol=paho.MQTTv311,
-            clean_session=True,
-        )
+        self.v5 = config.protocol == "5"
+        if self.v5:
+            # clean_start is given to connect_async (v5 has no clean_session)
+            self._client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"bmslink-{service}-{instance}",
+                protocol=paho.MQTTv5,
+            )
+        else:
+            self._client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"bmslink-{service}-{instance}",
+                protocol=paho.MQTTv311,
+                clean_session=True,
+            )
         if config.username:
             self._client.username_pw_set(config.username, config.password)
         if config.tls:
@@ -94,7 +131,14 @@ class MqttRuntime:
     def start(self) -> None:
         """Connect in the background (retrying until the broker answers) and return at once."""
         self._started = True
-        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive)
+        if self.v5:
+            # clean start on EVERY connect (not only the first), no session expiry property
+            # (= 0: the session ends with the connection): 3.1.1's clean_session=1
+            self._client.connect_async(
+                self.config.host, self.config.port, self.config.keepalive, clean_start=True
+            )
+        else:
+            self._client.connect_async(self.config.host, self.config.port, self.config.keepalive)
         self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -151,36 +195,67 @@ class MqttRuntime:
         with self._lock:
             self._sticky.pop(topic, None)
 
-    def subscribe(
-        self, pattern: str, handler: Handler, qos: int = 1, *, drop_retained: bool = False
-    ) -> None:
+    def subscribe(self, pattern: str, handler: Handler, qos: int = 1) -> None:
         """Subscribe ``handler`` to ``pattern`` (wildcards allowed), now and after reconnects.
 
-        ``drop_retained`` ignores retained messages (for commands: a command someone published
-        with the retain flag must not be re-applied at every restart); they are logged.
+        Retained and live messages both reach ``handler`` (for data topics: states, info).
         """
-        self._client.message_callback_add(pattern, self._wrap(handler, drop_retained))
+        self._client.message_callback_add(pattern, self._wrap(handler, None))
+        self._add_sub(pattern, _Sub(qos, command=False))
+
+    def subscribe_commands(
+        self, pattern: str, handler: Handler, refuse: Refuse, qos: int = 1
+    ) -> None:
+        """Subscribe ``handler`` to the command topic(s) ``pattern``, now and after reconnects.
+
+        A message with the retain flag never reaches ``handler``: a retained command would be
+        applied again at every restart or reconnect. ``refuse(topic)`` is called instead (the
+        service answers on ``set/result`` with ``ok: false`` and
+        :data:`RETAINED_COMMAND_REFUSED`, and counts it). An empty message is what clearing a
+        retained command looks like (retained or not, depending on the protocol): it is dropped
+        (logged), neither handled nor refused; no command has an empty payload.
+
+        Under MQTT 5 the subscription asks for "retain as published" (MQTT 5.0 §3.8.3.1), so
+        the flag is seen on live delivery as well as on a (re)subscribe. Under MQTT 3.1.1 the
+        broker clears the flag on live delivery (§3.3.1.3): a retained publish made while the
+        service is subscribed cannot be told from a normal one and IS handled; it is refused
+        only when delivered as retained (after a (re)subscribe: a restart, a reconnect).
+        """
+        self._client.message_callback_add(pattern, self._wrap(handler, refuse))
+        self._add_sub(pattern, _Sub(qos, command=True))
+
+    def _add_sub(self, pattern: str, sub: _Sub) -> None:
         with self._lock:
-            self._subs[pattern] = (qos, handler)
+            self._subs[pattern] = sub
             session_up = self._session_up
         # Subscribing twice is harmless; missing the window between a (re)connect's copy of the
         # subscriptions and this call would not be.
         if session_up:
-            self._client.subscribe(pattern, qos)
+            self._client.subscribe([self._sub_entry(pattern, sub)])
+
+    def _sub_entry(self, pattern: str, sub: _Sub) -> tuple[str, Any]:
+        """The ``(filter, qos | SubscribeOptions)`` paho expects for this protocol."""
+        if self.v5:
+            return (pattern, SubscribeOptions(qos=sub.qos, retainAsPublished=sub.command))
+        return (pattern, sub.qos)
 
     # --- paho callbacks (network thread) ---------------------------------------------------
 
     def _wrap(
-        self, handler: Handler, drop_retained: bool
+        self, handler: Handler, refuse: Refuse | None
     ) -> Callable[[paho.Client, Any, paho.MQTTMessage], None]:
         def call(_client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
-            if drop_retained and message.retain:
-                log.warning(
-                    "ignoring a retained command on %s (commands must not be retained)",
-                    message.topic,
-                )
-                return
             try:
+                if refuse is not None and not message.payload:
+                    log.info("empty message on %s (a retained command cleared)", message.topic)
+                    return
+                if refuse is not None and message.retain:
+                    log.warning(
+                        "refused a retained command on %s (commands must not be retained)",
+                        message.topic,
+                    )
+                    refuse(message.topic)
+                    return
                 handler(message.topic, bytes(message.payload))
             except Exception:
                 self.handler_errors += 1
@@ -195,11 +270,13 @@ class MqttRuntime:
         self, client: paho.Client, _u: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         if reason.is_failure:
+            hint = _V5_HINT if self.v5 and "protocol version" in str(reason).lower() else ""
             log.error(
-                "broker %s:%s refused the connection: %s",
+                "broker %s:%s refused the connection: %s%s",
                 self.config.host,
                 self.config.port,
                 reason,
+                hint,
             )
             return
         self.connect_count += 1
@@ -207,7 +284,7 @@ class MqttRuntime:
         client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         with self._lock:
             self._session_up = True
-            subs = [(p, q) for p, (q, _h) in self._subs.items()]
+            subs = [self._sub_entry(p, sub) for p, sub in self._subs.items()]
             sticky = list(self._sticky.items())
         if subs:
             client.subscribe(subs)

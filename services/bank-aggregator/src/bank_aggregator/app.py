@@ -30,7 +30,7 @@ from bank_aggregator import rules
 from bank_aggregator.config import BankConfig, bank_id, device_ids
 from bmslink import schema, topics
 from bmslink.config import EXIT_CONFIG
-from bmslink.mqtt import MqttRuntime
+from bmslink.mqtt import RETAINED_COMMAND_REFUSED, MqttRuntime
 from bmslink.publisher import DevicePublisher
 from bmslink.service import base_parser, start_service
 
@@ -200,6 +200,16 @@ class Aggregator:
         """``bms/<bank>/set`` handler: :meth:`command`."""
         self.command(payload)
 
+    def on_retained_set(self, _topic: str) -> None:
+        """A retained ``bms/<bank>/set`` (never applied): counted as ``overrides.retained`` and
+        answered ``ok: false`` on ``bms/<bank>/set/result``; the current lease stays."""
+        self.overrides["retained"] += 1
+        if self.publisher is not None:
+            self.publisher.result(
+                self.bank_id,
+                schema.SetResult(ok=False, ts=self.clock(), error=RETAINED_COMMAND_REFUSED),
+            )
+
     def command(self, payload: bytes) -> schema.SetResult:
         """Accept or reject a ``LimitsOverride`` payload; answer on ``bms/<bank>/set/result``.
 
@@ -358,7 +368,9 @@ class Aggregator:
         mqtt.subscribe(topics.STATE.subscription, self.on_state)
         mqtt.subscribe(topics.AVAILABILITY.subscription, self.on_availability)
         mqtt.subscribe(topics.INFO.subscription, self.on_info)
-        mqtt.subscribe(topics.SET.format(id=self.bank_id), self.on_set, drop_retained=True)
+        mqtt.subscribe_commands(
+            topics.SET.format(id=self.bank_id), self.on_set, self.on_retained_set
+        )
 
     def shutdown(self) -> None:
         """Publish ``offline`` as the bank's availability (the process is going away)."""

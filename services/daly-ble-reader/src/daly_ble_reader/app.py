@@ -58,6 +58,13 @@ def _command_handler(poller: Poller, device_id: str) -> Callable[[str, bytes], N
     return handle
 
 
+def _refuse_handler(poller: Poller, device_id: str) -> Callable[[str], None]:
+    def refuse(_topic: str) -> None:
+        poller.refuse_retained(device_id)
+
+    return refuse
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the reader until SIGTERM/SIGINT; returns the exit status (2 for a bad config)."""
     parser = base_parser("Poll Daly BMSes over Bluetooth LE or serial and publish them to MQTT.")
@@ -76,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = DeviceStore(storage.state_dir, name)
     poller = Poller(cfg, DevicePublisher(ctx.mqtt), energy, ctx.instance, store, capture)
     for device in cfg.devices:
-        ctx.mqtt.subscribe(
+        ctx.mqtt.subscribe_commands(
             topics.SET.format(id=device.id),
             _command_handler(poller, device.id),
-            drop_retained=True,
+            _refuse_handler(poller, device.id),
         )
     log.info(
         "polling %d Daly device(s) over %s%s",

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from bmslink import schema
 from bmslink.derived import EnergyStore, complete
+from bmslink.mqtt import RETAINED_COMMAND_REFUSED
 from bmslink.publisher import Availability
 from bmslink.schema import BatteryInfo, BatteryState, SetResult, SwitchCommand
 from daly_ble_reader.channel import Channel, Stats
@@ -198,6 +199,12 @@ class Poller:
             self._result(device_id, False, "the reader is not running")
             return
         loop.call_soon_threadsafe(self._enqueue, device_id, command)
+
+    def refuse_retained(self, device_id: str) -> None:
+        """Answer a retained ``bms/<id>/set`` (any thread): never applied, counted as
+        ``refused.retained_command``, ``ok: false`` on ``bms/<id>/set/result``."""
+        self.stats.refused["retained_command"] += 1
+        self._result(device_id, False, RETAINED_COMMAND_REFUSED)
 
     def _enqueue(self, device_id: str, command: SwitchCommand) -> None:
         self.devices[device_id].pending.append(command)

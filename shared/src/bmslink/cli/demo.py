@@ -5,7 +5,8 @@ service of the ``demo`` profile (and the default profile) that has a ``command``
 ``${VAR:-default}`` with demo values (broker and simulators on 127.0.0.1), maps the bind-mounted
 container paths back to the repository, and runs each command as a local process with exactly
 the environment compose would give it. The broker is a local Mosquitto (or, when it cannot be
-installed, the embedded pure-Python amqtt broker). ``bmslink watch`` runs in the foreground;
+installed, the embedded pure-Python amqtt broker, which speaks MQTT 3.1.1 only: the services then
+get ``BMSLINK_MQTT_PROTOCOL=3.1.1``). ``bmslink watch`` runs in the foreground;
 Ctrl-C stops everything and leaves no process behind.
 """
 
@@ -259,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
             ("mosquitto", start_broker(workdir, args.port, workdir / "logs" / "mosquitto.log"))
         )
         bindir = Path(sys.executable).parent
+        # amqtt (no mosquitto binary) speaks MQTT 3.1.1 only; the services default to MQTT 5
+        protocol = {} if mosquitto_binary() else {"BMSLINK_MQTT_PROTOCOL": "3.1.1"}
         for spec in specs:
             log = (workdir / "logs" / f"{spec.name}.log").open("ab")
             exe = shutil.which(spec.argv[0], path=str(bindir)) or spec.argv[0]
@@ -267,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
                 **os.environ,
                 "PYTHONUNBUFFERED": "1",
                 "BMSLINK_DEMO": str(workdir),
+                **protocol,
                 **spec.env,
             }
             proc = subprocess.Popen(
