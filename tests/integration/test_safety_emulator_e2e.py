@@ -2,18 +2,16 @@
 
 A real Mosquitto, the real can-inverter-emulator process, an independent MQTT client publishing
 bank states and a simulated inverter on slcan over TCP (``bmslink-sim-can inverter``) that
-records every frame it receives. The frames are decoded here with ``struct`` from the byte
-layouts of pylontech-can.md §3.1 (0x351), §3.4 (0x359) and §3.5 (0x35C), not with the codec
-under test.
+records every frame it receives. The frames are decoded by the test with ``struct``
+(tests/can_inverter.py, from the byte layouts of pylontech-can.md), not with the codec under
+test.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,91 +22,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bmslink import schema
 from tests.bank_states import bank_state
 from tests.broker import Broker, recorder
-from tests.processes import CAN_SIM, run_service, service, simulator, write_site
+from tests.can_inverter import Inverter, Sent, inverter_sim, is_failsafe, output_section
+from tests.processes import run_service, service, write_site
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.serial]
 
 STALE_AFTER = 2.0
 STATUS = "bmslink/can-inverter-emulator"
-PERIOD = 0.2
-
-Cycle = dict[int, bytes]
-
-
-@dataclass(frozen=True)
-class Sent:
-    """One frame set as the inverter read it."""
-
-    cvl: float
-    ccl: float
-    dcl: float
-    dvl: float
-    charge_bit: bool
-    discharge_bit: bool
-    protection: bytes  # 0x359 bytes 0-3
-    soc: int  # 0x355: the tag of the bank state this set came from
-
-    @classmethod
-    def of(cls, cycle: Cycle) -> Sent:
-        cvl, ccl, dcl, dvl = struct.unpack("<HhhH", cycle[0x351])
-        flags = cycle[0x35C][0]
-        return cls(
-            cvl / 10,
-            ccl / 10,
-            dcl / 10,
-            dvl / 10,
-            bool(flags & 0x80),
-            bool(flags & 0x40),
-            cycle[0x359][:4],
-            struct.unpack("<H", cycle[0x355][:2])[0],
-        )
-
-
-class Inverter:
-    """Reads the simulated inverter's record file as frame sets (0x351 … 0x35E)."""
-
-    def __init__(self, record: Path) -> None:
-        self.record = record
-
-    def cycles(self, after: int = 0) -> list[Cycle]:
-        """Complete frame sets from record line ``after`` on."""
-        if not self.record.exists():
-            return []
-        lines = self.record.read_text().splitlines()[after:]
-        out: list[Cycle] = []
-        current: Cycle | None = None
-        for line in lines:
-            if not line.endswith("}"):
-                continue
-            rec = json.loads(line)
-            can_id, data = int(rec["id"]), bytes.fromhex(rec["data"])
-            if can_id == 0x351:
-                current = {}
-            if current is not None:
-                current[can_id] = data
-                if can_id == 0x35E:
-                    out.append(current)
-                    current = None
-        return out
-
-    def mark(self) -> int:
-        """Line index to pass as ``after``: only frames from now on."""
-        return len(self.record.read_text().splitlines()) if self.record.exists() else 0
-
-    def tagged(self, tag: int, after: int) -> Sent:
-        """The first frame set from ``after`` on sent from the bank state tagged ``tag``."""
-        return self.wait(lambda s: s.soc == tag, after, f"the frames of state {tag}")
-
-    def wait(self, ok: Callable[[Sent], bool], after: int, what: str, timeout: float = 15) -> Sent:
-        """The first frame set from ``after`` on that satisfies ``ok``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for cycle in self.cycles(after):
-                sent = Sent.of(cycle)
-                if ok(sent):
-                    return sent
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.05)
 
 
 class BankPublisher:
@@ -135,33 +55,6 @@ class BankPublisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@contextmanager
-def inverter_sim(record: Path) -> Iterator[str]:
-    """Run a simulated inverter on slcan over TCP; yields the emulator's channel URL."""
-    with simulator(
-        CAN_SIM,
-        "inverter",
-        "--tcp",
-        "127.0.0.1:0",
-        "--period",
-        str(PERIOD),
-        "--record",
-        str(record),
-    ) as sim:
-        yield sim.url
-
-
-def output_section(instance: str, name: str, channel: str, **extra: object) -> str:
-    lines = [
-        f"[inverters.{instance}.outputs.{name}]",
-        'interface = "slcan"',
-        f'channel = "{channel}"',
-        f"period = {PERIOD}",
-        *(f"{k} = {json.dumps(v)}" for k, v in extra.items()),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -256,15 +149,6 @@ def test_a_future_stamped_state_is_refused_and_never_blocks(stack: Stack) -> Non
     sent = stack.inverter.tagged(stack.bank.publish(charge_current_limit=42.0), mark)
     assert (sent.ccl, sent.charge_bit) == (42.0, True)
     assert all(Sent.of(c).soc != future for c in stack.inverter.cycles(mark))
-
-
-FAILSAFE = (0.0, 0.0, 0.0, 0.0, False, False, bytes((0, 0x08, 0, 0x08)), 0)
-
-
-def is_failsafe(s: Sent) -> bool:
-    """Limits 0, both bits clear, system error + communication failure, SoC 0."""
-    fields = (s.cvl, s.ccl, s.dcl, s.dvl, s.charge_bit, s.discharge_bit, s.protection, s.soc)
-    return fields == FAILSAFE
 
 
 def test_a_stale_bank_gets_the_failsafe_set_never_silence(stack: Stack) -> None:
