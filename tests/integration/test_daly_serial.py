@@ -179,7 +179,7 @@ def test_retained_switch_command_is_refused_with_a_result(broker: Broker, tmp_pa
     r = schema.decode(schema.RESULT_DECODER, result.payload)
     assert r.ok is False and r.error == RETAINED_COMMAND_REFUSED
     for m in later:
-        assert schema.decode(schema.STATE_DECODER, m.payload).charge_enabled is True
+        assert schema.decode(schema.STATE_DECODER, m.payload).charge_switch is True  # not switched
     assert '"retained_command": 1' in err, err[-2000:]
 
 

@@ -34,6 +34,10 @@ NATURAL_CCL = 30.0
 """A: the member's own CCL, the bank's limit without an override."""
 
 
+LIMITS = {"charge_voltage_limit": 53.2, "discharge_voltage_limit": 44.0}
+"""The member's voltage limits (without them the bank stops both directions: unknown means stop)."""
+
+
 def start_aggregator(broker: Broker, tmp_path: Path, protocol: str) -> subprocess.Popen[bytes]:
     site = write_site(tmp_path, broker.port, BANK)
     env = {} if protocol == "5" else {"BMSLINK_MQTT_PROTOCOL": protocol}
@@ -92,7 +96,9 @@ def test_normal_command_applied_and_retained_command_refused_live(
     proc = start_aggregator(broker, tmp_path, protocol)
     try:
         with recorder(broker.port, "bms/#") as rec:
-            packs.set("pylon-1", soc=50.0, full_capacity=50.0, charge_current_limit=NATURAL_CCL)
+            packs.set(
+                "pylon-1", soc=50.0, full_capacity=50.0, charge_current_limit=NATURAL_CCL, **LIMITS
+            )
             bank_state(rec, lambda s: s.charge_current_limit == NATURAL_CCL, 0)
             # a normal command is applied (this also proves the command subscription is up)
             mark = rec.mark()
@@ -138,7 +144,9 @@ def test_retained_command_present_before_start_is_refused(
     packs = Packs(broker.port)
     try:
         with recorder(broker.port, "bms/#") as rec:
-            packs.set("pylon-1", soc=50.0, full_capacity=50.0, charge_current_limit=NATURAL_CCL)
+            packs.set(
+                "pylon-1", soc=50.0, full_capacity=50.0, charge_current_limit=NATURAL_CCL, **LIMITS
+            )
             mark = rec.mark()
             proc = start_aggregator(broker, tmp_path, protocol)
             try:
