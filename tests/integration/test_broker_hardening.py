@@ -419,6 +419,24 @@ def test_hass_discovery_writes_only_its_own_discovery_topics(tmp_path: Path) -> 
         }
         hass.disconnect()
         hass.loop_stop()
+        # the real service under this ACL: its discovery config reaches Home Assistant
+        reader = connect(broker.port, "demo-rack-reader", pw["demo-rack-reader"], "r")
+        info = (
+            b'{"id":"rack-2","kind":"battery","cell_count":15,'
+            b'"service":"pylontech-rs485-reader","instance":"demo-rack"}'
+        )
+        reader.publish("bms/rack-2/info", info, qos=1, retain=True).wait_for_publish(5)
+        reader.disconnect()
+        reader.loop_stop()
+        after = rec.mark()
+        proc = start_hass(broker.port, pw["hass-discovery"])
+        try:
+            got = rec.wait_topic(
+                "homeassistant/device/bmslink_rack-2/config", timeout=30, after=after
+            )
+            assert b'"bmslink_rack-2"' in got.payload
+        finally:
+            stop_quietly(proc)
         rec.stop()
 
 
