@@ -19,7 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 PROFILES = {"demo", "rs485", "modbus", "ble", "can"}
-GENERATED = {"mosquitto/passwd", "mosquitto/acl", ".env"}  # written by `make credentials`
+GENERATED = {  # written by `make credentials` (certs: with --tls)
+    "mosquitto/passwd",
+    "mosquitto/acl",
+    "mosquitto/healthcheck",
+    "mosquitto/certs",
+    ".env",
+}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?-[^}]*)?\}")
 
 
@@ -73,10 +79,12 @@ def test_variables_without_default_are_documented_in_env_example() -> None:
 def test_bind_mounted_files_exist_or_are_generated() -> None:
     for name, svc in SERVICES.items():
         for vol in svc.get("volumes") or []:
-            source = vol.split(":", 1)[0] if isinstance(vol, str) else vol.get("source", "")
-            source = _VAR.sub(
-                lambda m: (m.group(2) or ":-").removeprefix(":-").removeprefix("-"), source
+            # defaults substituted first: they may contain ':' (`${VAR:-default}`)
+            text = vol if isinstance(vol, str) else vol.get("source", "")
+            text = _VAR.sub(
+                lambda m: (m.group(2) or ":-").removeprefix(":-").removeprefix("-"), text
             )
+            source = text.split(":", 1)[0] if isinstance(vol, str) else text
             if source.startswith("./"):
                 rel = source.removeprefix("./")
                 assert (ROOT / rel).exists() or rel in GENERATED or rel == "config/site.toml", (

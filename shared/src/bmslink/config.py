@@ -61,6 +61,11 @@ class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     i.e. after a (re)subscribe; MQTT 5's "retain as published" subscription option (MQTT 5.0
     §3.8.3.1) keeps the flag on live delivery too (see
     :meth:`bmslink.mqtt.MqttRuntime.subscribe_commands`).
+
+    ``tls`` connects with TLS (the broker's TLS listener, port 8883 in the shipped config),
+    verifying the broker's certificate and host name against ``ca_file`` (a PEM CA certificate,
+    e.g. the ``mosquitto/certs/ca.crt`` of ``bmslink credentials --tls``) or, without it, the
+    system's CAs. A ``ca_file`` without ``tls`` or one that is not a readable file is refused.
     """
 
     host: str = "localhost"
@@ -69,6 +74,7 @@ class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     password: str | None = None
     keepalive: int = 30
     tls: bool = False
+    ca_file: str | None = None
     reconnect_min: float = 0.5
     # 4 s: a broker that returns after any outage is reached again within 5 s
     reconnect_max: float = 4.0
@@ -79,6 +85,13 @@ class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError(f"port {self.port} is not in 1..65535 - at `$.port`")
         if self.keepalive < 5:
             raise ValueError(f"keepalive {self.keepalive} s is below 5 s - at `$.keepalive`")
+        if self.ca_file is not None:
+            if not self.tls:
+                raise ValueError("ca_file is set but tls is false - at `$.ca_file`")
+            if not os.path.isfile(self.ca_file) or not os.access(self.ca_file, os.R_OK):
+                raise ValueError(
+                    f"ca_file {self.ca_file!r} is not a readable file - at `$.ca_file`"
+                )
 
 
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -109,6 +122,7 @@ _SHARED_ENV: Final = {
     "BMSLINK_MQTT_PASSWORD": ("mqtt", "password"),
     "BMSLINK_MQTT_KEEPALIVE": ("mqtt", "keepalive"),
     "BMSLINK_MQTT_TLS": ("mqtt", "tls"),
+    "BMSLINK_MQTT_CA_FILE": ("mqtt", "ca_file"),
     "BMSLINK_MQTT_PROTOCOL": ("mqtt", "protocol"),
     "BMSLINK_STATE_DIR": ("storage", "state_dir"),
     "BMSLINK_LOG_LEVEL": ("log", "level"),

@@ -115,7 +115,7 @@ class MqttRuntime:
         if config.username:
             self._client.username_pw_set(config.username, config.password)
         if config.tls:
-            self._client.tls_set()
+            self._client.tls_set(ca_certs=config.ca_file)  # None: the system's CAs
         self._client.will_set(self.status_topic, OFFLINE, qos=1, retain=True)
         self._client.reconnect_delay_set(
             min_delay=max(1, round(config.reconnect_min)),

@@ -9,9 +9,22 @@ writes, never to be committed (they are in ``.gitignore``):
 - ``mosquitto/acl`` — one ``user`` block per service with exactly the topics it needs;
 - ``.env`` — ``MQTT_PASSWORD_<SERVICE>`` for compose's interpolation, mode 0600.
 
-Existing passwords in ``.env`` are kept (re-running after adding an adapter only adds users).
-Users: one per compose service (its name), plus ``homeassistant`` (read everything, write only
-``bms/+/set`` and its birth message) and ``healthcheck`` (read ``$SYS/broker/uptime``).
+- ``mosquitto/healthcheck/mosquitto_sub`` — the broker health check's ``-u``/``-P`` options
+  (``mosquitto_sub`` reads them from ``$XDG_CONFIG_HOME/mosquitto_sub``), so the password is
+  never on a command line, mode 0600;
+- with ``--tls``: ``mosquitto/ca.key`` (the CA's private key, never mounted) and
+  ``mosquitto/certs/`` — ``ca.crt`` (give it to the clients: ``[mqtt] ca_file``), ``broker.crt``
+  and ``broker.key`` for the TLS listener (``mosquitto/listeners/tls/tls.conf``).
+
+Existing passwords in ``.env`` (and an existing CA and broker certificate) are kept: re-running
+after adding an adapter only adds users. Users: one per compose service (its name), plus
+``homeassistant`` (read everything, write only ``bms/+/set`` and its birth message),
+``healthcheck`` (read ``$SYS/broker/uptime``) and the read-only users given with ``--user``
+(remembered in ``.env`` as ``MQTT_READ_ONLY_USERS``).
+
+The broker makes every client's id its username (``use_username_as_clientid``), so no user can
+take over another's session; a second connection with the same user replaces the first, which is
+why each further client gets a user of its own.
 """
 
 from __future__ import annotations
@@ -19,12 +32,16 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import ipaddress
 import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
+import tempfile
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,11 +104,64 @@ def device_ids(argv: list[str], site: Path) -> list[str]:
     return ids
 
 
-def users_for(compose_file: Path, site: Path, profiles: set[str]) -> list[User]:
+USER_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+"""A user name given with ``--user``: also its client id, and part of its ``.env`` variable."""
+
+READ_ONLY_USERS = "MQTT_READ_ONLY_USERS"
+"""``.env`` key remembering the ``--user`` names (comma-separated) across re-runs."""
+
+
+def _hass_topics(site: Path, devices: list[str], previous: list[str]) -> list[str]:
+    """hass-discovery's discovery ACL lines: exactly the config topics of the site's devices
+    and inverter outputs (``<prefix>/device/bmslink_<id>/config`` in device mode,
+    ``<prefix>/+/bmslink_<id>/+/config`` in entity mode; object ids as in
+    ``hass_discovery.entities``), plus the ``previous`` such lines of the ACL being replaced, so
+    a device that left the site can still be cleared from Home Assistant (no ghost)."""
+    doc = tomllib.loads(site.read_text())
+    hass = doc.get("hass") or {}
+    prefix = str(hass.get("discovery_prefix", "homeassistant"))
+    birth = str(hass.get("birth_topic") or f"{prefix}/status")
+    objects = [f"bmslink_{dev}" for dev in devices]
+    for instance, inverter in (doc.get("inverters") or {}).items():
+        for output in (inverter.get("outputs") or {}) if isinstance(inverter, dict) else ():
+            objects.append(f"bmslink_inverter_{instance}_{output}")
+    lines = [f"topic read {birth}"]
+    for obj in dict.fromkeys(objects):
+        lines += [
+            f"topic write {prefix}/device/{obj}/config",
+            f"topic write {prefix}/+/{obj}/+/config",
+        ]
+    lines += [line for line in previous if line not in lines]
+    return lines
+
+
+def _previous_hass_lines(acl: Path, user: str) -> list[str]:
+    """The discovery ``topic write`` lines of ``user``'s block in an existing ACL file."""
+    if not acl.exists():
+        return []
+    out, current = [], None
+    for line in acl.read_text().splitlines():
+        if line.startswith("user "):
+            current = line.removeprefix("user ").strip()
+        elif current == user and re.match(r"^topic write \S+/bmslink_[^/]+/(\+/)?config$", line):
+            out.append(line)
+    return out
+
+
+def users_for(
+    compose_file: Path,
+    site: Path,
+    profiles: set[str],
+    read_only: list[str] | None = None,
+    previous_acl: Path | None = None,
+) -> list[User]:
     """Every user with its ACL, from the compose services active under ``profiles`` (plus those
-    without a profile) and the site file."""
+    without a profile) and the site file; ``read_only`` names extra read-only users;
+    ``previous_acl`` is the ACL file being replaced (see :func:`_hass_topics`)."""
     doc = yaml.safe_load(compose_file.read_text())
     users: list[User] = []
+    devices: list[str] = []
+    hass_users: list[User] = []
     env = {k: v for k, v in os.environ.items() if k.startswith("BMSLINK_")}
     for name, svc in (doc.get("services") or {}).items():
         if svc.get("profiles") and not set(svc["profiles"]) & profiles:
@@ -115,6 +185,7 @@ def users_for(compose_file: Path, site: Path, profiles: set[str]) -> list[User]:
         user = User(name, env_var_for(name), [f"topic write bmslink/{service}/{instance}/status"])
         if argv[0] in READERS:
             for dev in device_ids(argv, site):
+                devices.append(dev)
                 user.topics += [
                     f"topic readwrite bms/{dev}/state",
                     f"topic readwrite bms/{dev}/info",
@@ -129,6 +200,7 @@ def users_for(compose_file: Path, site: Path, profiles: set[str]) -> list[User]:
                 "topic read bms/+/info",
             ]
             for bank in device_ids(argv, site):
+                devices.append(bank)
                 user.topics += [
                     f"topic write bms/{bank}/state",
                     f"topic write bms/{bank}/info",
@@ -143,10 +215,13 @@ def users_for(compose_file: Path, site: Path, profiles: set[str]) -> list[User]:
                 "topic read bms/+/info",
                 "topic read bms/+/availability",
                 "topic read bmslink/+/+/status",
-                "topic readwrite homeassistant/#",
                 f"topic readwrite bmslink/{service}/{instance}/#",  # index and sync topics
             ]
+            hass_users.append(user)  # discovery topics below, once every device is known
         users.append(user)
+    for user in hass_users:
+        previous = _previous_hass_lines(previous_acl, user.name) if previous_acl else []
+        user.topics += _hass_topics(site, devices, previous)
     users.append(
         User(
             "homeassistant",
@@ -157,6 +232,14 @@ def users_for(compose_file: Path, site: Path, profiles: set[str]) -> list[User]:
     users.append(
         User("healthcheck", "MQTT_PASSWORD_HEALTHCHECK", ["topic read $SYS/broker/uptime"])
     )
+    taken = {u.name for u in users}
+    for name in read_only or []:
+        if not USER_RE.match(name) or name in taken:
+            raise SystemExit(
+                f"--user {name!r}: not a new user name of [a-z0-9_-] (taken: {sorted(taken)})"
+            )
+        taken.add(name)
+        users.append(User(name, env_var_for(name), ["topic read #"]))
     return users
 
 
@@ -194,11 +277,21 @@ def _give_to_broker(path: Path) -> bool:
 
 
 def generate(
-    compose_file: Path, site: Path, out_dir: Path, env_file: Path, profiles: set[str]
+    compose_file: Path,
+    site: Path,
+    out_dir: Path,
+    env_file: Path,
+    profiles: set[str],
+    read_only: list[str] | None = None,
 ) -> list[User]:
-    """Write passwd, acl and .env (keeping known passwords); returns the users."""
-    users = users_for(compose_file, site, profiles)
+    """Write passwd, acl, the health check's options and .env (keeping known passwords and the
+    read-only users of earlier runs, adding ``read_only``); returns the users."""
     known = read_env(env_file)
+    names = [n for n in known.get(READ_ONLY_USERS, "").split(",") if n]
+    names += [n for n in read_only or [] if n not in names]
+    users = users_for(compose_file, site, profiles, names, out_dir / "acl")
+    if names:
+        known[READ_ONLY_USERS] = ",".join(names)
     passwd_lines, acl_lines = [], ["# generated by `bmslink credentials` — do not edit, re-run it"]
     for user in users:
         assert user.env_var is not None
@@ -208,10 +301,92 @@ def generate(
         acl_lines += ["", f"user {user.name}", *user.topics]
     _write_private(out_dir / "passwd", "\n".join(passwd_lines) + "\n")
     _write_private(out_dir / "acl", "\n".join(acl_lines) + "\n")
+    health = known["MQTT_PASSWORD_HEALTHCHECK"]
+    _write_private(out_dir / "healthcheck" / "mosquitto_sub", f"-u healthcheck\n-P {health}\n")
     env_lines = ["# generated by `bmslink credentials`; keep private, never commit"]
     env_lines += [f"{k}={v}" for k, v in sorted(known.items())]
     _write_private(env_file, "\n".join(env_lines) + "\n")
     return users
+
+
+CA_DAYS = 3650
+"""Validity of the CA certificate (days)."""
+BROKER_DAYS = 825
+"""Validity of the broker certificate (days; re-run ``--tls`` after deleting it to renew)."""
+
+
+def default_tls_hosts() -> list[str]:
+    """Names the broker certificate is valid for by default: this host's name, ``<name>.local``
+    (mDNS), ``mosquitto`` (the compose service) and ``localhost``/``127.0.0.1``."""
+    name = socket.gethostname()
+    return list(dict.fromkeys([name, f"{name}.local", "mosquitto", "localhost", "127.0.0.1"]))
+
+
+def _openssl(*args: str) -> None:
+    try:
+        proc = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise SystemExit("--tls needs the openssl command (apt-get install openssl)") from None
+    if proc.returncode != 0:
+        raise SystemExit(f"openssl {args[0]} failed: {proc.stderr.strip()}")
+
+
+def _san(hosts: list[str]) -> str:
+    out = []
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            out.append(f"DNS:{host}")
+        else:
+            out.append(f"IP:{host}")
+    return ",".join(out)
+
+
+def make_tls(out_dir: Path, hosts: list[str]) -> list[Path]:
+    """Create (unless present) a CA and a broker certificate signed by it, with the openssl
+    command (OpenSSL ≥ 1.1.1; ECDSA P-256, SHA-256): ``out_dir/ca.key`` (mode 0600, stays on
+    this machine), ``out_dir/certs/ca.crt``, ``out_dir/certs/broker.crt`` (subjectAltName:
+    ``hosts``, DNS names or IP addresses — a client must reach the broker by one of them) and
+    ``out_dir/certs/broker.key`` (0600). Returns the files created (empty: all were there).
+    Raises SystemExit when openssl is missing or fails."""
+    certs = out_dir / "certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = out_dir / "ca.key", certs / "ca.crt"
+    key, crt = certs / "broker.key", certs / "broker.crt"
+    made: list[Path] = []
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-sha256"]
+    if not (ca_key.exists() and ca_crt.exists()):
+        _openssl(
+            "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_crt),
+            "-days", str(CA_DAYS), "-subj", "/O=bmslink/CN=bmslink broker CA",
+            "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        )  # fmt: skip
+        os.chmod(ca_key, 0o600)
+        made += [ca_key, ca_crt]
+        crt.unlink(missing_ok=True)  # a new CA: the old broker certificate is not signed by it
+    if not (key.exists() and crt.exists()):
+        with tempfile.TemporaryDirectory() as tmp:
+            csr, ext = Path(tmp) / "broker.csr", Path(tmp) / "ext.cnf"
+            ext.write_text(
+                "basicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n"
+                f"subjectAltName={_san(hosts)}\n"
+            )
+            _openssl(
+                "req", "-new", *ec, "-keyout", str(key), "-out", str(csr),
+                "-subj", f"/O=bmslink/CN={hosts[0]}",
+            )  # fmt: skip
+            _openssl(
+                "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+                "-set_serial", "0x" + secrets.token_hex(16), "-days", str(BROKER_DAYS),
+                "-sha256", "-extfile", str(ext), "-out", str(crt),
+            )  # fmt: skip
+        os.chmod(key, 0o600)
+        made += [key, crt]
+    return made
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -226,6 +401,27 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="append",
         default=None,
         help="compose profile to include (repeatable; default: $COMPOSE_PROFILES, also from .env)",
+    )
+    p.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="add a read-only user (e.g. for mosquitto_sub or a second Home Assistant; "
+        "each connection needs a user of its own); remembered in .env",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="also create a CA and a broker certificate (mosquitto/certs/) for the TLS listener",
+    )
+    p.add_argument(
+        "--tls-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="DNS name or IP address the broker certificate is valid for (repeatable; "
+        "default: this host's name, NAME.local, mosquitto, localhost, 127.0.0.1)",
     )
     p.set_defaults(func=run)
 
@@ -244,12 +440,22 @@ def run(args: argparse.Namespace) -> int:
             "COMPOSE_PROFILES", ""
         )
         profiles = [p.strip() for p in raw.split(",") if p.strip()]
-    users = generate(args.compose, args.site, args.out, args.env_file, set(profiles))
+    users = generate(args.compose, args.site, args.out, args.env_file, set(profiles), args.user)
     written = f"{args.out / 'passwd'}, {args.out / 'acl'} and {args.env_file}"
     print(f"wrote {written} for {len(users)} users:")
-    owned = all(_give_to_broker(args.out / name) for name in ("passwd", "acl"))
+    broker_files = [args.out / "passwd", args.out / "acl", args.out / "healthcheck/mosquitto_sub"]
+    if args.tls:
+        hosts = args.tls_host or default_tls_hosts()
+        made = make_tls(args.out, hosts)
+        certs = args.out / "certs"
+        print(f"TLS: {', '.join(str(p) for p in made) or 'kept the existing CA and certificate'}")
+        print(f"  clients: [mqtt] tls = true, ca_file = {certs / 'ca.crt'}, port = 8883")
+        print("  broker: BMSLINK_BROKER_LISTENERS=tls in .env")
+        broker_files.append(certs / "broker.key")
+    chowned = [_give_to_broker(path) for path in broker_files]  # every file, not just the first
+    owned = all(chowned)
     if not owned:
-        files = f"{args.out / 'passwd'} {args.out / 'acl'}"
+        files = " ".join(str(path) for path in broker_files)
         print(f"  run: sudo chown {MOSQUITTO_UID}:{MOSQUITTO_UID} {files}")
         print("  (the broker runs as UID 1883 and the files are private)")
     for user in users:
