@@ -903,10 +903,28 @@ def _close(a: float | None, b: float | None, tol: float) -> bool:
     return a is not None and b is not None and abs(a - b) <= tol
 
 
+WIRE_CURRENT_MIN = 1.0
+"""A; the emulator's default ``current_limit_min``: below it a direction is sent stopped (0 A)."""
+
+
+def _wire_current(state: Mapping[str, Any], direction: str, max_current: float) -> float:
+    """The current limit the emulator sends for ``direction`` of bank ``state`` before its
+    0.1 A floor: 0 when the direction is not enabled or below :data:`WIRE_CURRENT_MIN`."""
+    if state.get(f"{direction}_enabled") is False:
+        return 0.0
+    limit = min(state.get(f"{direction}_current_limit") or 0.0, max_current)
+    return 0.0 if limit < WIRE_CURRENT_MIN else limit
+
+
+def _floored(wire: float | None, expected: float) -> bool:
+    """``wire`` is ``expected`` rounded down to the 0.1 A resolution (toward safe)."""
+    return wire is not None and expected - 0.1 - 1e-6 <= wire <= expected + 1e-6
+
+
 def carries(values: CycleValues, state: Mapping[str, Any], max_current: float) -> bool:
     """Whether the frame content equals what the emulator makes of bank ``state``: voltage
     (0.01 V), current (0.1 A), highest temperature (0.1 °C), SoC (1 %), CCL/DCL capped at
-    ``max_current`` A (0.1 A)."""
+    ``max_current`` A and floored to 0.1 A (0 A when the direction is stopped)."""
     temp = state.get("temperature_max")
     if temp is None:
         temp = state.get("temperature_min") or 0.0
@@ -915,8 +933,8 @@ def carries(values: CycleValues, state: Mapping[str, Any], max_current: float) -
         and _close(values.current, state.get("current") or 0.0, 0.051)
         and _close(values.temperature, temp, 0.051)
         and _close(values.soc, state.get("soc") or 0.0, 1.0)
-        and _close(values.ccl, min(state.get("charge_current_limit") or 0.0, max_current), 0.051)
-        and _close(values.dcl, min(state.get("discharge_current_limit") or 0.0, max_current), 0.051)
+        and _floored(values.ccl, _wire_current(state, "charge", max_current))
+        and _floored(values.dcl, _wire_current(state, "discharge", max_current))
     )
 
 
