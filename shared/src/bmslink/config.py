@@ -21,6 +21,7 @@ Any error exits with status 2 and a message naming the key (and the variable, fo
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tomllib
@@ -96,10 +97,18 @@ class MqttConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class StorageConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``[storage]``: ``state_dir`` holds persisted counters (energy, kWh); ``save_interval``
-    in s."""
+    (s, finite and ≥ 1; default 10) is the period of the energy file's saves (also saved at
+    shutdown; see :mod:`bmslink.energy`)."""
 
     state_dir: str = "/var/lib/bmslink"
-    save_interval: float = 60.0
+    save_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.save_interval) and self.save_interval >= 1):
+            raise ValueError(
+                f"save_interval {self.save_interval} s must be a number of seconds >= 1"
+                " - at `$.save_interval`"
+            )
 
 
 class LogConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -322,3 +322,73 @@ class MqttRuntime:
         self.connected.clear()
         if was and self._started:
             log.warning("disconnected from broker (%s); reconnecting", reason)
+
+    # --- one-off read of retained messages (energy counters at start) -----------------------
+
+    def read_retained(self, topics: Iterable[str], timeout: float) -> dict[str, bytes]:
+        """The retained messages on ``topics`` (exact names, no wildcards): topic → payload,
+        for the topics that have a non-empty one.
+
+        A short subscription (QoS 0) on this connection, removed before returning. It ends when
+        every topic answered, or when the broker acknowledged a second subscription made after
+        the first (it sent the first's retained messages before that acknowledgement: it
+        handles one client's packets in order), or after ``timeout`` s in all (waiting for the
+        connection included: {} if the broker is not reached by then). Only messages with the
+        retain flag count (a live publish is not what the broker held). The topics must not be
+        subscribed through :meth:`subscribe`. Blocks: not for the network thread.
+        """
+        deadline = time.monotonic() + timeout
+        wanted = list(dict.fromkeys(topics))
+        if not wanted or not self.connected.wait(max(0.0, timeout)):
+            return {}
+        got: dict[str, bytes] = {}
+        seen: set[str] = set()
+        acked: set[int] = set()
+        cond = threading.Condition()
+
+        def collect(_c: paho.Client, _u: Any, message: paho.MQTTMessage) -> None:
+            if not message.retain:
+                return
+            with cond:
+                if message.payload:
+                    got.setdefault(message.topic, bytes(message.payload))
+                seen.add(message.topic)
+                cond.notify_all()
+
+        previous = self._client.on_subscribe
+
+        def on_subscribe(*args: Any) -> None:
+            with cond:
+                acked.add(args[2])
+                cond.notify_all()
+            if previous is not None:
+                previous(*args)
+
+        self._client.on_subscribe = on_subscribe
+        for topic in wanted:
+            self._client.message_callback_add(topic, collect)
+        try:
+            if self.v5:
+                first: list[tuple[str, Any]] = [(t, SubscribeOptions(qos=0)) for t in wanted]
+                # retain handling 1: no retained messages again for an existing subscription
+                again: list[tuple[str, Any]] = [
+                    (t, SubscribeOptions(qos=0, retainHandling=1)) for t in wanted[:1]
+                ]
+            else:
+                first = [(t, 0) for t in wanted]
+                again = [(t, 0) for t in wanted[:1]]
+            self._client.subscribe(first)
+            _rc, marker = self._client.subscribe(again)
+            with cond:
+                while len(seen) < len(wanted) and marker not in acked:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    cond.wait(remaining)
+                return dict(got)
+        finally:
+            self._client.unsubscribe(wanted)
+            for topic in wanted:
+                self._client.message_callback_remove(topic)
+            if self._client.on_subscribe is on_subscribe:
+                self._client.on_subscribe = previous

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from am2_modbus_reader.config import BusConfig, device_ids
 from am2_modbus_reader.poller import SERVICE, Poller
 from am2_modbus_reader.transport import CaptureWriter, ModbusTransport
-from bmslink.derived import EnergyStore
+from bmslink.energy import EnergyStore
 from bmslink.polling import run_polling
 from bmslink.publisher import DevicePublisher
 from bmslink.service import base_parser, start_service
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     transport = ModbusTransport(bus.port, bus.baudrate, bus.timeout, capture)
     storage = ctx.loaded.storage
     energy = EnergyStore(storage.state_dir, f"{SERVICE}-{ctx.instance}", storage.save_interval)
+    energy.seed_from_broker(ctx.mqtt, device_ids(bus, ctx.instance))
     poller = Poller(bus, transport, DevicePublisher(ctx.mqtt), energy, ctx.instance, ctx.stop)
     ctx.on_close(poller.shutdown)
     if capture:

@@ -17,7 +17,8 @@ from typing import Protocol, TypeVar
 
 from am2_modbus_reader.config import BusConfig, device_id
 from am2_modbus_reader.transport import LinkError, ModbusTransport, NoAnswer
-from bmslink.derived import EnergyStore, complete
+from bmslink.derived import complete
+from bmslink.energy import EnergyStore
 from bmslink.polling import PollStats, Reconnect
 from bmslink.protocols import modbus_rtu as rtu
 from bmslink.protocols import pace_modbus as pace

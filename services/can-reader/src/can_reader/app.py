@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 import can
 
 from bmslink.canbus import BusOpenError, open_bus
-from bmslink.derived import EnergyStore, complete
+from bmslink.derived import complete
+from bmslink.energy import EnergyStore
 from bmslink.protocols import pylontech_can as pc
 from bmslink.publisher import DevicePublisher
 from bmslink.service import base_parser, start_service
@@ -174,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg: ReaderConfig = ctx.loaded.section
     storage = ctx.loaded.storage
     energy = EnergyStore(storage.state_dir, f"{SERVICE}-{ctx.instance}", storage.save_interval)
+    energy.seed_from_broker(ctx.mqtt, device_ids(cfg, ctx.instance))
     reader = Reader(cfg, ctx.instance, DevicePublisher(ctx.mqtt), energy, ctx.stop)
     ctx.on_close(reader.shutdown)
     thread = threading.Thread(target=reader.run, name="reader", daemon=True)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from bmslink import topics
-from bmslink.derived import EnergyStore
+from bmslink.energy import EnergyStore
 from bmslink.publisher import DevicePublisher
 from bmslink.service import ServiceContext, base_parser, start_service
 from daly_ble_reader.config import DalyConfig, device_ids
@@ -80,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage = ctx.loaded.storage
     name = f"{SERVICE}-{ctx.instance}"
     energy = EnergyStore(storage.state_dir, name, storage.save_interval)
+    energy.seed_from_broker(ctx.mqtt, device_ids(cfg, ctx.instance))
     store = DeviceStore(storage.state_dir, name)
     poller = Poller(cfg, DevicePublisher(ctx.mqtt), energy, ctx.instance, store, capture)
     for device in cfg.devices:

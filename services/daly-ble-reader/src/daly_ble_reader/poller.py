@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bmslink import schema
-from bmslink.derived import EnergyStore, complete
+from bmslink.derived import complete
+from bmslink.energy import EnergyStore
 from bmslink.mqtt import RETAINED_COMMAND_REFUSED
 from bmslink.publisher import Availability
 from bmslink.schema import BatteryInfo, BatteryState, SetResult, SwitchCommand

@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bmslink.derived import EnergyStore
+from bmslink.energy import EnergyStore
 from bmslink.polling import run_polling
 from bmslink.publisher import DevicePublisher
 from bmslink.service import base_parser, start_service
@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     transport = SerialTransport(bus.port, bus.baudrate, capture)
     storage = ctx.loaded.storage
     energy = EnergyStore(storage.state_dir, f"{SERVICE}-{ctx.instance}", storage.save_interval)
+    energy.seed_from_broker(ctx.mqtt, device_ids(bus, ctx.instance))
     poller = Poller(bus, transport, DevicePublisher(ctx.mqtt), energy, ctx.instance, ctx.stop)
     ctx.on_close(poller.shutdown)
     if capture:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from bmslink.derived import EnergyStore, complete
+from bmslink.derived import complete
+from bmslink.energy import EnergyStore
 from bmslink.polling import PollStats, Reconnect
 from bmslink.protocols import pylontech_rs485 as pylon
 from bmslink.publisher import Availability
