@@ -114,6 +114,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     """Decode every frame; print one JSON line each (errors to stderr); 1 if any failed."""
     decoder = registry()[args.protocol]
+    expected: tuple[type[Exception], ...] = (*decoder.errors, ValueError)
     status = 0
     for i, text in enumerate(args.frames, 1):
         try:
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         except DecodeUsageError as exc:
             print(f"bmslink decode: {_one_line(exc)}", file=sys.stderr)
             return 2
-        except (*decoder.errors, ValueError) as exc:
+        except expected as exc:
             print(f"bmslink decode: frame {i}: {_one_line(exc)}", file=sys.stderr)
             status = 1
             continue
