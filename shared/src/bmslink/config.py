@@ -15,7 +15,9 @@ Environment overrides (strings, converted to the field's type):
 - ``BMSLINK_<KEY>`` → key ``<key>`` of the service's instance table (e.g. ``BMSLINK_PORT``),
   lists as JSON (``[2,3]``) or comma-separated (``2,3``).
 
-Any error exits with status 2 and a message naming the key (and the variable, for overrides).
+Any error exits with status 2 and a message naming the key (and the variable, for overrides);
+so do a site path that is a directory or not UTF-8, and an ``--instance`` with no table in the
+site file (the message names it and lists the configured instances).
 """
 
 from __future__ import annotations
@@ -179,6 +181,33 @@ def _convert(data: Any, struct: type[S], where: str) -> S:
         raise ConfigError(msg) from exc
 
 
+def _unknown_instance(section_name: str, instance: str, tables: dict[str, Any], path: Any) -> str:
+    configured = sorted(name for name, value in tables.items() if isinstance(value, dict))
+    listed = (
+        f"configured: {', '.join(configured)}"
+        if configured
+        else f"no [{section_name}.<instance>] table at all"
+    )
+    return (
+        f"instance `{instance}` is not configured: {path} has no table "
+        f"[{section_name}.{instance}] ({listed})"
+    )
+
+
+def _section_env(
+    env: Mapping[str, str], section_type: type[msgspec.Struct], shared_vars: set[str]
+) -> list[str]:
+    """The ``BMSLINK_<KEY>`` variables naming a key of ``section_type``."""
+    keys = {f.name for f in msgspec.structs.fields(section_type)}
+    return [
+        var
+        for var in env
+        if var.startswith("BMSLINK_")
+        and var not in shared_vars
+        and var.removeprefix("BMSLINK_").lower() in keys
+    ]
+
+
 def load(
     section_name: str,
     section_type: type[S],
@@ -190,7 +219,11 @@ def load(
     """Load the shared sections and ``[<section_name>.<instance>]`` as ``section_type``.
 
     ``instance`` None means the section is a single table ``[<section_name>]``. ``path`` None
-    means no file (defaults plus environment). Raises :class:`ConfigError` naming the key.
+    means no file (defaults plus environment). Raises :class:`ConfigError` naming the key; for
+    a path that is a directory, unreadable or not UTF-8; and for an ``instance`` the file has no
+    ``[<section_name>.<instance>]`` table for (the message lists the configured instances) or,
+    without a file, no ``BMSLINK_<KEY>`` variable configures — a mistyped ``--instance`` must
+    never run on defaults (a bank of every battery, a reader on a default port).
     """
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
@@ -200,8 +233,18 @@ def load(
                 data = tomllib.load(fh)
         except FileNotFoundError as exc:
             raise ConfigError(f"config file not found: {path}") from exc
+        except IsADirectoryError as exc:
+            raise ConfigError(f"config path {path} is a directory, not a TOML file") from exc
+        except UnicodeDecodeError as exc:
+            line = exc.object[: exc.start].count(b"\n") + 1
+            raise ConfigError(
+                f"{path}: not valid UTF-8 (TOML files are UTF-8):"
+                f" byte 0x{exc.object[exc.start]:02x} on line {line} (offset {exc.start})"
+            ) from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
     unknown = sorted(set(data) - SECTIONS)
     if unknown:
         raise ConfigError(
@@ -215,15 +258,22 @@ def load(
 
     raw_section: Any = data.get(section_name, {})
     where = section_name
+    lists = _list_fields(section_type)
+    shared_vars = set(_SHARED_ENV) | _RESERVED_ENV
     if instance is not None:
         if not isinstance(raw_section, dict):
             raise ConfigError(f"`{section_name}` must be a table of instances")
+        if path is not None and instance not in raw_section:
+            raise ConfigError(_unknown_instance(section_name, instance, raw_section, path))
+        if path is None and not _section_env(env, section_type, shared_vars):
+            raise ConfigError(
+                f"instance `{instance}` is not configured: no site file (--config or "
+                f"BMSLINK_CONFIG) and no BMSLINK_<KEY> variables for [{section_name}.{instance}]"
+            )
         raw_section = raw_section.get(instance, {})
         where = f"{section_name}.{instance}"
     if not isinstance(raw_section, dict):
         raise ConfigError(f"`{where}` must be a table")
-    lists = _list_fields(section_type)
-    shared_vars = set(_SHARED_ENV) | _RESERVED_ENV
     for var, value in env.items():
         if var.startswith("BMSLINK_") and var not in shared_vars:
             key = var.removeprefix("BMSLINK_").lower()

@@ -26,17 +26,65 @@ decoded (msgspec would otherwise encode NaN as ``null``).
 Each field carries its metadata in ``msgspec.Meta``: ``description`` and ``extra`` with ``unit``,
 ``device_class`` and ``state_class`` (Home Assistant's vocabulary), which the discovery service
 reads instead of keeping a second list. Source: ../shared/DESIGN.md "Message schema (v1)".
+
+Size bounds (decoding refuses anything beyond them with :class:`MessageError`, which names the
+field and the bound). They are far above what any real system sends, and exist so a hostile or
+broken publisher cannot make a consumer allocate without limit or recurse without limit:
+
+=====================================================  ===================================
+what                                                   at most
+=====================================================  ===================================
+a payload (bytes, before parsing)                      :data:`MAX_PAYLOAD` = 1 MiB
+JSON nesting (arrays/objects inside each other)        :data:`MAX_DEPTH` = 32 levels
+``cell_voltages``, ``balancing_cells``                 :data:`MAX_CELLS` = 1024 (= cell index)
+``temperatures``                                       :data:`MAX_TEMPERATURES` = 256
+``alarms``, ``warnings`` (each)                        :data:`MAX_CODES` = 2048
+``members``, ``members_online``, per-member maps       :data:`MAX_MEMBERS` = 1024
+``raw_status`` (entries; names ≤ :data:`MAX_KEY` = 64)  :data:`MAX_RAW_STATUS` = 256
+info strings (name, model, serial, firmware, ...)      :data:`MAX_TEXT` = 256 characters
+``SetResult.error``                                    :data:`MAX_ERROR` = 4096 characters
+=====================================================  ===================================
+
+Ids (max 48 characters) and alarm codes (max 113) are already bounded by their patterns. A
+bank lists each member's codes as ``code@member``, so :data:`MAX_CODES` allows two codes on
+each of :data:`MAX_MEMBERS` members (a real pack raises a handful; real banks have tens of
+packs). The largest message these bounds allow encodes to about 0.8 MB, under
+:data:`MAX_PAYLOAD`. The nesting of a legitimate message is 2 (an object holding lists and
+maps); deeper nesting can only come from unknown fields, which msgspec skips recursively, so
+without :data:`MAX_DEPTH` a 1000-deep array raises ``RecursionError`` inside the decoder.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
 
 SCHEMA_VERSION: Final = 1
+
+MAX_PAYLOAD: Final = 1 << 20
+"""Largest payload :func:`decode` parses, in bytes (1 MiB)."""
+MAX_DEPTH: Final = 32
+"""Deepest JSON nesting :func:`decode` accepts (a legitimate message nests 2 levels)."""
+MAX_CELLS: Final = 1024
+"""Most cells in ``cell_voltages``/``balancing_cells`` (and the highest cell index)."""
+MAX_TEMPERATURES: Final = 256
+"""Most sensors in ``temperatures``."""
+MAX_CODES: Final = 2048
+"""Most codes in ``alarms`` and in ``warnings`` (each)."""
+MAX_MEMBERS: Final = 1024
+"""Most members of a bank (``members``, ``members_online``, the per-member maps)."""
+MAX_RAW_STATUS: Final = 256
+"""Most entries in ``raw_status``."""
+MAX_KEY: Final = 64
+"""Longest ``raw_status`` name, characters."""
+MAX_TEXT: Final = 256
+"""Longest info string (name, manufacturer, model, serial, firmware, ...), characters."""
+MAX_ERROR: Final = 4096
+"""Longest ``SetResult.error``, characters."""
 
 ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,47}$"
 """Device ids (battery or bank): a slug unique per site (DESIGN.md "Topics")."""
@@ -75,11 +123,14 @@ Soc = Annotated[float, _m("state of charge", "%", "battery", ge=0, le=100)]
 Capacity = Annotated[float, _m("capacity", "Ah", None, ge=0, le=100000)]
 Temperature = Annotated[float, _m("temperature", "°C", "temperature", ge=-100, le=250)]
 Cycles = Annotated[int, _m("charge cycles", None, None, "total_increasing", ge=0)]
-CellIndex = Annotated[int, Meta(ge=1, le=1024, description="cell number, from 1")]
+CellIndex = Annotated[int, Meta(ge=1, le=MAX_CELLS, description="cell number, from 1")]
 Energy = Annotated[float, _m("energy counter", "kWh", "energy", "total_increasing", ge=0)]
 VoltageLimit = Annotated[float, _m("voltage limit", "V", "voltage", ge=0, le=1000)]
 CurrentLimit = Annotated[float, _m("current limit (magnitude)", "A", "current", ge=0, le=10000)]
 AlarmCode = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,64}(@[a-z0-9_-]{1,48})?$")]
+
+Text = Annotated[str, Meta(max_length=MAX_TEXT)]
+StatusName = Annotated[str, Meta(max_length=MAX_KEY)]
 
 Availability = Literal["online", "offline"]
 
@@ -88,6 +139,12 @@ def D(text: str) -> Meta:  # noqa: N802 - reads as a type annotation
     """``Annotated[T, D("text")]``: the field's meaning, added to the unit and range ``T``
     already carries."""
     return Meta(description=text)
+
+
+def DN(text: str, most: int) -> Meta:  # noqa: N802 - reads as a type annotation
+    """``Annotated[list[T], DN("text", n)]``: the field's meaning and its most items (or
+    characters, or map entries)."""
+    return Meta(description=text, max_length=most)
 
 
 LimitsSource = Literal["bms", "override", "taper", "config", "alarm", "failsafe"]
@@ -143,12 +200,12 @@ class _CommonState(_Message, kw_only=True):
     discharge_current_limit: Annotated[CurrentLimit, D("DCL: discharge current limit")] | None = (
         None
     )
-    alarms: Annotated[list[AlarmCode], D("active alarms (stable snake_case codes)")] = (
+    alarms: Annotated[list[AlarmCode], DN("active alarms (stable snake_case codes)", MAX_CODES)] = (
         msgspec.field(default_factory=list)
     )
-    warnings: Annotated[list[AlarmCode], D("active warnings (stable snake_case codes)")] = (
-        msgspec.field(default_factory=list)
-    )
+    warnings: Annotated[
+        list[AlarmCode], DN("active warnings (stable snake_case codes)", MAX_CODES)
+    ] = msgspec.field(default_factory=list)
     energy_charged: Annotated[Energy, D("energy charged, integrated from power")] | None = None
     energy_discharged: Annotated[Energy, D("energy discharged, integrated from power")] | None = (
         None
@@ -175,23 +232,24 @@ class BatteryState(_CommonState, tag_field="kind", tag="battery", kw_only=True):
     leaves the member out of that direction's current split (docs/bank-rules.md).
     """
 
-    cell_voltages: Annotated[list[CellVoltage], D("cell voltages, cell 1 first")] = msgspec.field(
-        default_factory=list
+    cell_voltages: Annotated[list[CellVoltage], DN("cell voltages, cell 1 first", MAX_CELLS)] = (
+        msgspec.field(default_factory=list)
     )
     cell_min_index: Annotated[CellIndex, D("number of the lowest cell")] | None = None
     cell_max_index: Annotated[CellIndex, D("number of the highest cell")] | None = None
-    temperatures: Annotated[list[Temperature], D("cell/pack sensors, BMS order")] = msgspec.field(
-        default_factory=list
-    )
+    temperatures: Annotated[
+        list[Temperature], DN("cell/pack sensors, BMS order", MAX_TEMPERATURES)
+    ] = msgspec.field(default_factory=list)
     mosfet_temperature: Annotated[Temperature, D("MOSFET temperature")] | None = None
     bms_temperature: Annotated[Temperature, D("BMS board temperature")] | None = None
     ambient_temperature: Annotated[Temperature, D("ambient temperature")] | None = None
     balancing_cells: (
-        Annotated[list[CellIndex], D("cells being balanced; null if not reported")] | None
+        Annotated[list[CellIndex], DN("cells being balanced; null if not reported", MAX_CELLS)]
+        | None
     ) = None
-    raw_status: Annotated[dict[str, int], D("raw status/alarm bitfields, for diagnosis")] = (
-        msgspec.field(default_factory=dict)
-    )
+    raw_status: Annotated[
+        dict[StatusName, int], DN("raw status/alarm bitfields, for diagnosis", MAX_RAW_STATUS)
+    ] = msgspec.field(default_factory=dict)
     charge_switch: (
         Annotated[bool, D("charge MOSFET/relay: true closed, false open, null unknown")] | None
     ) = None
@@ -211,8 +269,12 @@ class BankState(_CommonState, tag_field="kind", tag="bank", kw_only=True):
     ends.
     """
 
-    members: list[DeviceId] = msgspec.field(default_factory=list)
-    members_online: list[DeviceId] = msgspec.field(default_factory=list)
+    members: Annotated[list[DeviceId], DN("configured member ids", MAX_MEMBERS)] = msgspec.field(
+        default_factory=list
+    )
+    members_online: Annotated[list[DeviceId], DN("members counted now", MAX_MEMBERS)] = (
+        msgspec.field(default_factory=list)
+    )
     degraded: bool = False
     failsafe: bool = False
     cell_min_member: DeviceId | None = None
@@ -225,10 +287,13 @@ class BankState(_CommonState, tag_field="kind", tag="bank", kw_only=True):
     discharge_limited_by: Annotated[DeviceId, D("member whose share sets the DCL")] | None = None
     member_limit_sources: Annotated[
         dict[DeviceId, MemberLimitSource],
-        D("per counted member: current limits from its BMS, the bank config or a default"),
+        DN(
+            "per counted member: current limits from its BMS, the bank config or a default",
+            MAX_MEMBERS,
+        ),
     ] = msgspec.field(default_factory=dict)
     members_ts: Annotated[
-        dict[DeviceId, Timestamp], D("Unix time of each counted member's reading, s")
+        dict[DeviceId, Timestamp], DN("Unix time of each counted member's reading, s", MAX_MEMBERS)
     ] = msgspec.field(default_factory=dict)
     soc_raw: Annotated[Soc, D("capacity-weighted SoC before the 99 % hold")] | None = None
     charge_limit_reason: (
@@ -253,20 +318,20 @@ class BatteryInfo(_Message, kw_only=True):
 
     id: DeviceId
     kind: Literal["battery", "bank"] = "battery"
-    name: str | None = None
-    manufacturer: str | None = None
-    model: str | None = None
-    serial: str | None = None
-    firmware: str | None = None
-    hardware: str | None = None
-    cell_count: Annotated[int, Meta(ge=0, le=1024)] | None = None
+    name: Text | None = None
+    manufacturer: Text | None = None
+    model: Text | None = None
+    serial: Text | None = None
+    firmware: Text | None = None
+    hardware: Text | None = None
+    cell_count: Annotated[int, Meta(ge=0, le=MAX_CELLS)] | None = None
     design_capacity: Capacity | None = None
-    protocol: str | None = None
-    transport: str | None = None
+    protocol: Text | None = None
+    transport: Text | None = None
     address: int | None = None
-    service: str | None = None
-    instance: str | None = None
-    members: list[DeviceId] | None = None
+    service: Text | None = None
+    instance: Text | None = None
+    members: Annotated[list[DeviceId], Meta(max_length=MAX_MEMBERS)] | None = None
 
 
 class LimitsOverride(_Message, kw_only=True, forbid_unknown_fields=True):
@@ -303,7 +368,7 @@ class SetResult(_Message, kw_only=True):
 
     ok: bool
     ts: Timestamp
-    error: str | None = None
+    error: Annotated[str, Meta(max_length=MAX_ERROR)] | None = None
     expires: Timestamp | None = None
 
 
@@ -329,14 +394,48 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
 
+_JSON_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_INNERMOST: Final = re.compile(rb"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
+
+
+def nesting_exceeds(payload: bytes, depth: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text ``payload`` nests arrays/objects more than ``depth`` levels.
+
+    Brackets inside strings do not count; unclosed ones do (malformed text that would still
+    make a recursive parser descend). Cost: two ``bytes.count`` calls for any ordinary message
+    (fewer brackets than ``depth``); otherwise at most ``depth`` regular-expression passes, each
+    stripping the innermost level — linear in the size, never recursive.
+    """
+    if payload.count(b"[") + payload.count(b"{") <= depth:
+        return False
+    text = _JSON_STRING.sub(b'""', payload)
+    levels = 0
+    while levels <= depth:
+        text, removed = _INNERMOST.subn(b"", text)
+        if not removed:
+            break
+        levels += 1
+    # what is left are unmatched brackets: each opener may still add a level
+    return levels + text.count(b"[") + text.count(b"{") > depth
+
+
 def decode(decoder: msgspec.json.Decoder[Any], payload: bytes | str) -> Any:
     """Decode ``payload`` with one of the module's decoders.
 
     Raises :class:`MessageError` naming the offending field for malformed JSON, a wrong type,
-    a value out of range or a non-finite float.
+    a value out of range, a list, string or map longer than its bound (module docstring), or a
+    non-finite float; and, before parsing, for a payload over :data:`MAX_PAYLOAD` bytes or
+    nested deeper than :data:`MAX_DEPTH` levels (never ``RecursionError``).
     """
+    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+    if len(data) > MAX_PAYLOAD:
+        raise MessageError(f"payload of {len(data)} bytes is larger than {MAX_PAYLOAD} bytes")
+    if nesting_exceeds(data):
+        raise MessageError(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        return decoder.decode(payload)
+        return decoder.decode(data)
+    except RecursionError as exc:  # not reachable past the depth check; kept typed anyway
+        raise MessageError(f"JSON nested too deeply: {exc}") from exc
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
         raise MessageError(str(exc)) from exc
 
@@ -355,7 +454,8 @@ def validate(message: msgspec.Struct) -> None:
 
 def field_meta(struct: type[msgspec.Struct]) -> dict[str, dict[str, Any]]:
     """Metadata per field of a message type: ``{name: {"description", "unit", "device_class",
-    "state_class", "ge", "le", "type"}}`` for the fields that carry a ``Meta``. Used by
+    "state_class", "ge", "le", "max_length", "type"}}`` for the fields that carry a ``Meta``
+    (``max_length``: most items of a list or map, or characters of a string). Used by
     hass-discovery and the README's schema table, so units live in one place.
     """
     info = msgspec.inspect.type_info(struct)
@@ -367,7 +467,7 @@ def field_meta(struct: type[msgspec.Struct]) -> dict[str, dict[str, Any]]:
             non_null = [x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
             t = non_null[0] if len(non_null) == 1 else t
         entry: dict[str, Any] = {"type": type(t).__name__.removesuffix("Type").lower()}
-        for attr in ("ge", "le", "gt", "lt"):
+        for attr in ("ge", "le", "gt", "lt", "max_length"):
             bound = getattr(t, attr, None)
             if bound is not None:
                 entry[attr] = bound
@@ -385,7 +485,7 @@ def field_meta(struct: type[msgspec.Struct]) -> dict[str, dict[str, Any]]:
                 entry["type"] = "list"
             else:
                 entry["type"] = type(t.type).__name__.removesuffix("Type").lower()
-            for attr in ("ge", "le", "gt", "lt"):
+            for attr in ("ge", "le", "gt", "lt", "max_length"):
                 bound = getattr(t.type, attr, None)
                 if bound is not None:
                     entry[attr] = bound
@@ -397,6 +497,9 @@ def field_meta(struct: type[msgspec.Struct]) -> dict[str, dict[str, Any]]:
     return result
 
 
+_LENGTH_OF: Final = {"str": "chars", "dict": "entries", "list": "items"}
+
+
 def markdown_fields(struct: type[msgspec.Struct]) -> str:
     """A Markdown table of ``struct``'s fields with unit, range and description (README)."""
     lines = ["| field | unit | range | meaning |", "|---|---|---|---|"]
@@ -404,6 +507,9 @@ def markdown_fields(struct: type[msgspec.Struct]) -> str:
         bounds = ""
         if "ge" in meta or "le" in meta:
             bounds = f"{meta.get('ge', '')}..{meta.get('le', '')}"
+        if "max_length" in meta:
+            what = _LENGTH_OF.get(meta["type"], "items")
+            bounds = ", ".join(filter(None, (bounds, f"≤ {meta['max_length']} {what}")))
         lines.append(
             f"| `{name}` | {meta.get('unit', '')} | {bounds} | {meta.get('description', '')} |"
         )

@@ -109,6 +109,13 @@ def start_service(
     """Parse arguments, load configuration (exit 2 on error), set up logging and signals, and
     start the MQTT runtime (connecting in the background).
 
+    Exit status 2, with one ``bmslink: configuration error: ...`` line, also for a site path
+    that is a directory or not UTF-8 and, when ``instanced``, for an ``--instance`` the site
+    file has no ``[<section_name>.<instance>]`` table for (the line lists the configured ones;
+    see :func:`bmslink.config.load`): nothing is connected or published before that check.
+    Without ``instanced`` (a single ``[<section_name>]`` table, e.g. ``[hass]``) the instance
+    is not looked up.
+
     ``device_ids(section, instance)`` lists the device ids the instance publishes; with it the
     service answers ``--print-device-ids`` (a JSON list on stdout, then exit 0) — what
     ``bmslink credentials`` uses to give each service exactly its topics in the broker's ACL.

@@ -509,8 +509,20 @@ class Manufacturer:
 class BatteryInfoFrame:
     """0x35F (doc §3.9), vendor-dependent: ``product`` (SMA battery type / Victron product id,
     u16; shown as ASCII in ``product_text`` when printable, e.g. "LI"), ``version`` (bytes 2, 3:
-    e.g. (1, 23) = 1.23 on BYD, None if DLC < 4), ``capacity`` Ah (bytes 4–5; None if absent or
-    0), ``hardware`` (bytes 6–7, None if absent). Layout of new US5000 firmware unconfirmed."""
+    major, minor, each a binary byte read in decimal, None if DLC < 4), ``capacity`` Ah (bytes
+    4–5; None if absent or 0), ``hardware`` (bytes 6–7, None if absent). Layout of new US5000
+    firmware unconfirmed.
+
+    The version bytes are binary, not BCD: the BYD frame ``4C 69 01 17 69 00 00 00`` is firmware
+    **1.23** (0x17 = 23), not 1.17 as the reference (doc §3.9) says. The reference took "1.17"
+    from github:dfch/BydCanProtocol's first README, which read the hex digits ``01 17`` as the
+    version; the same README later names the battery "B019 / v1.23" for the same frame. Victron,
+    who decode this frame in Venus OS, state it outright for another BYD frame (github:
+    victronenergy/venus issue #229, 2017: ``35F 4C 69 04 0F 32 00 11 17`` is the value 0x040F
+    "=> v4.0F in Victron notation, but BYD expects v4.15"; the GX shows v4.15). diyBMS's
+    Victron emulator (github:stuartpittaway/diyBMSv4ESP32, ``victron_message_35f``) also puts
+    plain binary numbers (compile year and week) in these two bytes.
+    """
 
     product: int
     product_text: str
