@@ -48,6 +48,8 @@ def test_runtime_works_against_the_fallback_broker(amqtt_port: int) -> None:
     rt.start()
     assert rt.wait_connected(10)
     rt.publish("bms/p1/state", b'{"v":1}', retain=True, sticky=True)
+    with recorder(amqtt_port, "bms/#") as first:  # live or retained: the broker has it now
+        first.wait_topic("bms/p1/state", timeout=10)
     with recorder(amqtt_port, "bms/#", "bmslink/#") as rec:
         got = rec.wait_topic("bms/p1/state", timeout=10)
         assert (got.payload, got.retain) == (b'{"v":1}', True)
